@@ -1,0 +1,105 @@
+"""Deterministic content digests of a configuration.
+
+Three classes of input, as in DESIGN.md section 3:
+- image: every input of the hub image, chained layer by layer from the one
+  that changes least (base) to the one that changes most (runtime), so a
+  layer's digest changes when it or anything below it changes;
+- restart: inputs that need the hub restarted but no rebuild;
+- live: users.csv and shared/ + home_default/, applied without a restart.
+Digests cover contents and relative paths only: never mtimes, owners or the
+order in which a folder was listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from conjuringd.config.model import CustomConfig, FileTree
+from conjuringd.reconcile.model import ConfigHashes
+
+_SEP = b"\x00"
+
+
+def digest(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def tree_digest(tree: FileTree) -> str:
+    return digest(*(f"{path}{_SEP.decode()}{sha}" for path, sha in sorted(tree.files)))
+
+
+def folder_digest(root: str | os.PathLike[str]) -> str:
+    """Digest of every regular file below `root` (paths and contents, sorted)."""
+    root = Path(root)
+    items = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink() and "__pycache__" not in path.parts:
+            items.append(f"{path.relative_to(root).as_posix()}\x00{hashlib.sha256(path.read_bytes()).hexdigest()}")
+    return digest(*items)
+
+
+def _renderer_digest() -> str:
+    """What our own hub templates contribute: any change to them changes the image."""
+    return folder_digest(Path(__file__).parent / "hub")
+
+
+def image_layers(config: CustomConfig) -> tuple[tuple[str, str], ...]:
+    """(layer name, chained digest) from base to runtime."""
+    hub = config.settings.hub
+    inputs: list[tuple[str, tuple[bytes | str, ...]]] = [
+        ("base", (config.base_dockerfile, hub.base_image)),
+        ("core", ()),
+        ("certs", tuple(part for name, pem in sorted(config.certs) for part in (name, pem))),
+        ("apt", tuple(sorted(config.apt_packages))),
+        ("environment", (config.environment,)),
+    ]
+    for kernel in sorted(config.kernels, key=lambda k: k.name):
+        inputs.append((f"kernel:{kernel.name}", (kernel.kind, kernel.content)))
+    inputs.append(("requirements", (config.requirements,)))
+    inputs.append(("runtime", (_renderer_digest(),)))
+    layers, previous = [], ""
+    for name, parts in inputs:
+        previous = digest(previous, name, *parts)
+        layers.append((name, previous))
+    return tuple(layers)
+
+
+def restart_digest(config: CustomConfig) -> str:
+    hub = asdict(config.settings.hub)
+    for key in ("base_image", "bootstrap_base", "keep_images", "prewarm", "health_timeout"):
+        hub.pop(key)  # these do not change the running hub
+    return digest(config.hub_config, repr(sorted(hub.items())))
+
+
+def users_digest(config: CustomConfig) -> str:
+    return digest(*(f"{u.name}\x00{u.password}\x00{int(u.admin)}" for u in config.users))
+
+
+def files_digest(config: CustomConfig) -> str:
+    return digest(tree_digest(config.shared), tree_digest(config.home_default))
+
+
+def config_hashes(config: CustomConfig, config_hash: str) -> ConfigHashes:
+    layers = image_layers(config)
+    return ConfigHashes(
+        config=config_hash,
+        image=layers[-1][1],
+        layers=layers,
+        restart=restart_digest(config),
+        users=users_digest(config),
+        files=files_digest(config),
+    )
+
+
+def changed_layers(old: tuple[tuple[str, str], ...], new: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """Names of the layers of `new` that must be rebuilt compared to `old`."""
+    old_map = dict(old)
+    return tuple(name for name, value in new if old_map.get(name) != value)

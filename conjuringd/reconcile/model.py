@@ -1,0 +1,152 @@
+"""Desired state, observed state and the actions that move one to the other.
+
+All frozen: `plan()` is a pure function of a Desired and an Observed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from conjuringd.config.model import CustomConfig, Settings
+
+
+@dataclass(frozen=True)
+class ConfigHashes:
+    config: str  # everything in the folder
+    image: str  # the image tag: chain of every image layer
+    layers: tuple[tuple[str, str], ...]  # (layer name, chained digest), base first
+    restart: str  # inputs that need a hub restart but no rebuild
+    users: str  # users.csv (live)
+    files: str  # shared/ + home_default/ (live)
+
+
+@dataclass(frozen=True)
+class Desired:
+    hashes: ConfigHashes
+    config: CustomConfig = field(repr=False)
+    config_dir: str  # the immutable snapshot folder
+    hub_enabled: bool = True
+
+    @property
+    def settings(self) -> Settings:
+        return self.config.settings
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    id: str
+    image_hash: str
+    restart_hash: str
+    running: bool
+    users_hash: str = ""  # last users.csv applied to this container
+    files_hash: str = ""  # last shared/ + home_default/ applied
+
+
+@dataclass(frozen=True)
+class HubObserved:
+    images: frozenset[str] = frozenset()  # image hashes present locally
+    container: ContainerState | None = None
+
+
+@dataclass(frozen=True)
+class NetworkObserved:
+    serve: str  # the wanted connection id ("none" = unmanaged)
+    state: str  # "activated" | "activating" | "inactive" | "absent" | "unmanaged"
+    addresses: tuple[str, ...] = ()
+    ssid: str = ""
+
+
+@dataclass(frozen=True)
+class StickObserved:
+    """A candidate stick that udev reported and that has work pending."""
+
+    device: str  # e.g. /dev/sdb1
+    key: str  # identity of this insertion: fs UUID + udev sequence number
+    label: str = ""
+    pending: str = "import"  # "import" | "report"
+
+
+@dataclass(frozen=True)
+class Observed:
+    hub: HubObserved | None = None  # None when the hub is not managed
+    network: NetworkObserved | None = None  # None when networking is not managed
+    failed_builds: frozenset[str] = frozenset()  # image hashes whose build failed
+    sticks: tuple[StickObserved, ...] = ()
+
+
+# --- actions -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Action:
+    reason: str = field(default="", compare=False, kw_only=True)
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(frozen=True)
+class ImportStick(Action):
+    device: str
+    key: str
+
+    def describe(self) -> str:
+        return f"import configuration from stick {self.device}"
+
+
+@dataclass(frozen=True)
+class ActivateNetwork(Action):
+    connection: str
+
+    def describe(self) -> str:
+        return f"activate network {self.connection!r}"
+
+
+@dataclass(frozen=True)
+class BuildImage(Action):
+    image_hash: str
+
+    def describe(self) -> str:
+        return f"build image {self.image_hash[:12]}"
+
+
+@dataclass(frozen=True)
+class ReplaceContainer(Action):
+    image_hash: str
+    restart_hash: str
+
+    def describe(self) -> str:
+        return f"(re)create hub container on image {self.image_hash[:12]}"
+
+
+@dataclass(frozen=True)
+class StartContainer(Action):
+    container_id: str
+
+    def describe(self) -> str:
+        return f"start hub container {self.container_id[:12]}"
+
+
+@dataclass(frozen=True)
+class SyncUsers(Action):
+    users_hash: str
+
+    def describe(self) -> str:
+        return "sync users live"
+
+
+@dataclass(frozen=True)
+class SyncFiles(Action):
+    files_hash: str
+
+    def describe(self) -> str:
+        return "sync shared/ and home_default/ live"
+
+
+@dataclass(frozen=True)
+class WriteStickReport(Action):
+    device: str
+    key: str
+
+    def describe(self) -> str:
+        return f"write report to stick {self.device}"

@@ -1,0 +1,90 @@
+"""plan(desired, observed) -> [Action]: pure, no I/O.
+
+Order matters and is the order of execution: sticks are imported first (they
+may change what is desired), then the serve network, then the image, the
+container, and the live syncs; stick reports come last, once the rest has
+converged, so they can say what the import cost.
+"""
+
+from __future__ import annotations
+
+from conjuringd.reconcile.model import (
+    Action,
+    ActivateNetwork,
+    BuildImage,
+    Desired,
+    HubObserved,
+    ImportStick,
+    NetworkObserved,
+    Observed,
+    ReplaceContainer,
+    StartContainer,
+    SyncFiles,
+    SyncUsers,
+    WriteStickReport,
+)
+
+
+def plan(desired: Desired | None, observed: Observed) -> list[Action]:
+    imports = [
+        ImportStick(s.device, s.key, reason=f"stick {s.label or s.device} inserted")
+        for s in observed.sticks
+        if s.pending == "import"
+    ]
+    if imports:
+        return imports
+    actions: list[Action] = []
+    if desired is not None:
+        actions += _network_actions(observed.network)
+        if desired.hub_enabled and observed.hub is not None:
+            actions += _hub_actions(desired, observed.hub, observed.failed_builds)
+    if actions:
+        return actions
+    return [
+        WriteStickReport(s.device, s.key, reason="import finished")
+        for s in observed.sticks
+        if s.pending == "report"
+    ]
+
+
+def _network_actions(network: NetworkObserved | None) -> list[Action]:
+    if network is None or network.state in ("activated", "unmanaged"):
+        return []
+    return [ActivateNetwork(network.serve, reason=f"serve network is {network.state}")]
+
+
+def _hub_actions(desired: Desired, hub: HubObserved, failed_builds: frozenset[str]) -> list[Action]:
+    wanted = desired.hashes
+    container = hub.container
+    image_ready = wanted.image in hub.images
+    if not image_ready and wanted.image not in failed_builds:
+        return [BuildImage(wanted.image, reason=_image_reason(desired, hub))]
+    if image_ready and (
+        container is None or container.image_hash != wanted.image or container.restart_hash != wanted.restart
+    ):
+        return [ReplaceContainer(wanted.image, wanted.restart, reason=_container_reason(desired, hub))]
+    if container is None:
+        return []  # the image failed to build and there is no hub to fall back on
+    if not container.running:
+        return [StartContainer(container.id, reason="hub container is stopped")]
+    actions: list[Action] = []
+    if container.users_hash != wanted.users:
+        actions.append(SyncUsers(wanted.users, reason="users.csv changed"))
+    if container.files_hash != wanted.files:
+        actions.append(SyncFiles(wanted.files, reason="shared/ or home_default/ changed"))
+    return actions
+
+
+def _image_reason(desired: Desired, hub: HubObserved) -> str:
+    if hub.container is None:
+        return "no hub image yet"
+    return f"image inputs changed ({hub.container.image_hash[:12]} -> {desired.hashes.image[:12]})"
+
+
+def _container_reason(desired: Desired, hub: HubObserved) -> str:
+    container = hub.container
+    if container is None:
+        return "no hub container"
+    if container.image_hash != desired.hashes.image:
+        return "hub image changed"
+    return "restart inputs changed (srv/jupyterhub_config.py or [hub] settings)"
