@@ -10,7 +10,14 @@ from __future__ import annotations
 from typing import Awaitable, Callable, Protocol
 
 from conjuringd.config.model import NetworkSettings
-from conjuringd.reconcile.model import Desired, HubObserved, NetworkObserved, StickObserved
+from conjuringd.reconcile.model import (
+    Desired,
+    HubObserved,
+    ImportOutcome,
+    NetworkObserved,
+    ReportFacts,
+    StickObserved,
+)
 
 Progress = Callable[[str], None]  # one phase line, e.g. "building image: step 5/12"
 Wake = Callable[[str], None]  # an event source wakes the reconciler with a reason
@@ -63,29 +70,14 @@ class StickAdapter(Protocol):
 
     def observe(self) -> tuple[StickObserved, ...]: ...
 
-    async def import_stick(self, device: str, key: str, importer: "Importer") -> None:
+    async def import_stick(self, device: str, key: str, importer: Importer) -> None:
         """Mount, import (via `importer`), back up homes if asked; remember the result for the report."""
 
-    async def write_report(self, device: str, key: str, report: "ReportFacts") -> None: ...
+    async def write_report(self, device: str, key: str, report: ReportFacts) -> None: ...
 
     async def close(self) -> None: ...
 
 
-class Importer(Protocol):
-    def __call__(self, source_dir: str, source: dict) -> Awaitable["ImportOutcome"]: ...
-
-
-class ImportOutcome(Protocol):
-    result: str  # "applied" | "unchanged" | "invalid" | "failed"
-    config_hash: str
-    problems: tuple
-
-
-class ReportFacts(Protocol):
-    """What the reconciler knows after converging, for a stick's report."""
-
-    hub_urls: tuple[str, ...]
-    users: int
-    admins: int
-    changes: tuple[str, ...]
-    build_log_tail: tuple[str, ...]
+Importer = Callable[[str, dict], Awaitable[ImportOutcome]]
+"""`await importer(folder, source)` validates `folder` and makes it the active configuration;
+`source` describes where it came from (e.g. {"kind": "stick", "label": ..., "uuid": ..., "device": ...})."""

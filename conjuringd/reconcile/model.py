@@ -150,3 +150,30 @@ class WriteStickReport(Action):
 
     def describe(self) -> str:
         return f"write report to stick {self.device}"
+
+
+# --- facts exchanged with the stick adapter ------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    """What importing a configuration folder did."""
+
+    result: str  # "applied" | "unchanged" | "invalid" | "failed"
+    config_hash: str = ""
+    problems: tuple = ()  # tuple[Problem, ...]
+    message: str = ""  # for "failed": what went wrong, in words
+
+
+@dataclass(frozen=True)
+class ReportFacts:
+    """What the reconciler knows once it has converged (or given up), for a stick's report."""
+
+    hub_state: str  # e.g. "serving", "build failed", "hub disabled"
+    hub_urls: tuple[str, ...] = ()
+    users: int = 0
+    admins: int = 0
+    changes: tuple[str, ...] = ()  # e.g. "rebuilt layers: requirements, runtime", "users synced live"
+    build_log_tail: tuple[str, ...] = ()
+    active_config: str = ""  # hash of the configuration now active
+    active_source: str = ""  # e.g. "stick CONJURING (UUID 1234-ABCD) at 2026-11-26T14:00Z"
