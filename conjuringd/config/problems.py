@@ -61,3 +61,12 @@ class BuildFailed(ConjuringError):
         self.step = step
         self.log_tail = tuple(log_tail)
         super().__init__(f"image build failed at {step}")
+
+
+class HubUnhealthy(ConjuringError):
+    """A new hub container did not become healthy; the previous one was restored."""
+
+    def __init__(self, key: str, message: str, log_tail: "tuple[str, ...]" = ()):
+        self.key = key  # "<image hash>:<restart hash>"
+        self.log_tail = tuple(log_tail)
+        super().__init__(message)

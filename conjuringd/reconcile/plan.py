@@ -59,9 +59,11 @@ def _hub_actions(desired: Desired, hub: HubObserved, failed_builds: frozenset[st
     image_ready = wanted.image in hub.images
     if not image_ready and wanted.image not in failed_builds:
         return [BuildImage(wanted.image, reason=_image_reason(desired, hub))]
-    if image_ready and (
-        container is None or container.image_hash != wanted.image or container.restart_hash != wanted.restart
-    ):
+    container_outdated = container is None or (container.image_hash, container.restart_hash) != (
+        wanted.image,
+        wanted.restart,
+    )
+    if image_ready and container_outdated and replace_key(wanted.image, wanted.restart) not in failed_builds:
         return [ReplaceContainer(wanted.image, wanted.restart, reason=_container_reason(desired, hub))]
     if container is None:
         return []  # the image failed to build and there is no hub to fall back on
@@ -73,6 +75,11 @@ def _hub_actions(desired: Desired, hub: HubObserved, failed_builds: frozenset[st
     if container.files_hash != wanted.files:
         actions.append(SyncFiles(wanted.files, reason="shared/ or home_default/ changed"))
     return actions
+
+
+def replace_key(image_hash: str, restart_hash: str) -> str:
+    """How a failed container replacement is remembered among the failed builds."""
+    return f"{image_hash}:{restart_hash}"
 
 
 def _image_reason(desired: Desired, hub: HubObserved) -> str:

@@ -1,0 +1,230 @@
+"""conjuringctl: validate, plan, apply, inspect.
+
+Exit codes:
+  0  success (validate: no errors; warnings allowed)
+  1  the configuration has errors, or the daemon refused/failed the request
+  2  usage error, or a path that cannot be read
+  3  the daemon is not reachable, or its status cannot be read (permissions)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+
+from conjuringd.config.load import load_custom
+from conjuringd.config.problems import ConfigError, Severity
+from conjuringd.hashing import changed_layers, config_hashes
+from conjuringd.paths import Paths
+from conjuringd.reconcile.model import ContainerState, Desired, HubObserved, Observed
+from conjuringd.reconcile.plan import plan
+from conjuringd.state import StateFile
+from conjuringd.store import config_digest
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+def _print_problems(problems) -> tuple[int, int]:
+    errors = sum(1 for p in problems if p.severity is Severity.ERROR)
+    for problem in problems:
+        print(problem)
+    return errors, len(problems) - errors
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        config, problems = load_custom(args.path, args.machine_toml)
+    except ConfigError as exc:
+        print(f"{args.path}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    errors, warnings = _print_problems(problems)
+    print(f"{errors} error(s), {warnings} warning(s)")
+    return EXIT_INVALID if errors else EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    paths = _paths(args)
+    try:
+        config, problems = load_custom(args.path, paths.machine_toml)
+    except ConfigError as exc:
+        print(f"{args.path}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    errors, _ = _print_problems(problems)
+    if config is None or errors:
+        print("not applicable: fix the errors above first")
+        return EXIT_INVALID
+    new = config_hashes(config, config_digest(Path(args.path)))
+    converged = StateFile(paths.state_file).read().converged
+    if not converged:
+        print("nothing has converged yet: everything would be built and started")
+        return EXIT_OK
+    for name in ("config", "image", "restart", "users", "files"):
+        old = converged.get(name, "")
+        mark = "unchanged" if old == new.__dict__[name] else f"{old[:12] or '-'} -> {new.__dict__[name][:12]}"
+        print(f"{name:8} {mark}")
+    layers = changed_layers(tuple(map(tuple, converged.get("layers", []))), new.layers)
+    if layers:
+        print("layers to rebuild: " + ", ".join(layers))
+    container = ContainerState("current", converged.get("image", ""), converged.get("restart", ""), True,
+                               converged.get("users", ""), converged.get("files", ""))
+    observed = Observed(hub=HubObserved(frozenset({converged.get("image", "")}), container))
+    actions = plan(Desired(new, config, str(args.path)), observed)
+    print("actions (against the last converged state):" if actions else "no actions: already converged")
+    for action in actions:
+        print(f"  - {action.describe()}: {action.reason}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    path = _paths(args).status_file
+    try:
+        status = json.loads(path.read_text())
+    except FileNotFoundError:
+        print(f"conjuringd is not running (no {path})", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except PermissionError:
+        print(f"cannot read {path}: run as root or as a member of the 'conjuring' group", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+        return EXIT_OK
+    print(format_status(status))
+    return EXIT_OK
+
+
+def format_status(status: dict) -> str:
+    source = status.get("active_source") or {}
+    lines = [
+        f"phase:    {status.get('phase')}",
+        f"config:   {(status.get('active_config') or '-')[:12]} from {source.get('kind', '-')} "
+        f"{source.get('label') or source.get('path') or ''}".rstrip(),
+        f"hub:      {', '.join(status.get('hub_urls') or []) or '-'}",
+        f"users:    {status.get('users', '-')} ({status.get('admins', '-')} admins)",
+    ]
+    network = status.get("network")
+    if network:
+        lines.append(f"network:  {network.get('serve')} {network.get('state')} {network.get('ssid') or ''} "
+                     f"{' '.join(network.get('addresses') or [])}".rstrip())
+    for key, label in (("sticks", "sticks"), ("last_report", "report"), ("students", "students")):
+        if status.get(key):
+            lines.append(f"{label + ':':9} {status[key]}")
+    if status.get("last_error"):
+        lines.append(f"error:    {status['last_error']}")
+    for problem in status.get("problems") or []:
+        lines.append(f"  {problem}")
+    age = time.time() - status.get("updated", time.time())
+    lines.append(f"updated:  {age:.0f}s ago (pid {status.get('pid')})")
+    return "\n".join(lines)
+
+
+def _request(paths: Paths, request: dict, timeout: float = 900.0) -> dict | None:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(paths.wake_socket))
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except (FileNotFoundError, ConnectionRefusedError):
+        print(f"conjuringd is not running (no socket at {paths.wake_socket})", file=sys.stderr)
+        return None
+    except PermissionError:
+        print(f"permission denied on {paths.wake_socket}: run as root", file=sys.stderr)
+        return None
+    return json.loads(data)
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    folder = Path(args.path).resolve()
+    if not folder.is_dir():
+        print(f"{folder}: not a folder", file=sys.stderr)
+        return EXIT_USAGE
+    answer = _request(_paths(args), {"command": "apply", "path": str(folder)})
+    if answer is None:
+        return EXIT_UNREACHABLE
+    for problem in answer.get("problems", []):
+        print(problem)
+    print(f"{answer.get('result', 'failed')}: {(answer.get('config') or '')[:12]} {answer.get('message') or ''}".strip())
+    return EXIT_OK if answer.get("ok") else EXIT_INVALID
+
+
+def cmd_simple(command: str):
+    def run(args: argparse.Namespace) -> int:
+        answer = _request(_paths(args), {"command": command}, timeout=30)
+        if answer is None:
+            return EXIT_UNREACHABLE
+        print("ok" if answer.get("ok") else answer.get("error", "failed"))
+        return EXIT_OK if answer.get("ok") else EXIT_INVALID
+    return run
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from conjuringd.backup import backup_homes
+
+    result = backup_homes(Path(args.home_dir or _paths(args).home), Path(args.dest))
+    print(result)
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from conjuringd.backup import restore_homes
+
+    result = restore_homes(Path(args.src), Path(args.home_dir or _paths(args).home), force=args.force)
+    print(result)
+    return EXIT_OK
+
+
+def _paths(args: argparse.Namespace) -> Paths:
+    return Paths(state_dir=args.state_dir, config_dir=args.config_dir, runtime_dir=args.runtime_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = Paths()
+    parser = argparse.ArgumentParser(prog="conjuringctl", description="Control and inspect conjuringd.",
+                                     epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--state-dir", type=Path, default=defaults.state_dir)
+    parser.add_argument("--config-dir", type=Path, default=defaults.config_dir)
+    parser.add_argument("--runtime-dir", type=Path, default=defaults.runtime_dir)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", help="check a custom/ folder and list every problem")
+    p.add_argument("path", type=Path)
+    p.add_argument("--machine-toml", type=Path, default=None, help="machine conjuring.toml to merge")
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("plan", help="what applying a folder would do, and why")
+    p.add_argument("path", type=Path)
+    p.set_defaults(func=cmd_plan)
+    p = sub.add_parser("status", help="what the daemon is doing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("apply", help="import a folder as the active configuration")
+    p.add_argument("path", type=Path)
+    p.set_defaults(func=cmd_apply)
+    sub.add_parser("rebuild", help="forget failed builds and try again").set_defaults(func=cmd_simple("rebuild"))
+    sub.add_parser("wake", help="make the daemon re-observe now").set_defaults(func=cmd_simple("wake"))
+    p = sub.add_parser("backup", help="back up student homes to a folder")
+    p.add_argument("dest")
+    p.add_argument("--home-dir", default=None)
+    p.set_defaults(func=cmd_backup)
+    p = sub.add_parser("restore", help="restore student homes from a backup folder")
+    p.add_argument("src")
+    p.add_argument("--home-dir", default=None)
+    p.add_argument("--force", action="store_true", help="also overwrite files that are newer than the backup")
+    p.set_defaults(func=cmd_restore)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

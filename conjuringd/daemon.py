@@ -1,0 +1,158 @@
+"""conjuringd: the long-running daemon (systemd Type=notify)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+
+from conjuringd import __version__, logs
+from conjuringd.adapters.fswatch import ConfigWatcher
+from conjuringd.control import ControlServer
+from conjuringd.notify import SystemdNotifier, ping_watchdog, watchdog_interval
+from conjuringd.paths import Paths
+from conjuringd.reconcile.execute import Adapters
+from conjuringd.reconcile.loop import Reconciler
+from conjuringd.reconcile.triggers import Heartbeat, Triggers
+from conjuringd.status import StatusBoard
+from conjuringd.store import SnapshotStore
+
+log = structlog.get_logger(__name__)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="conjuringd", description="Classroom JupyterHub appliance daemon.")
+    defaults = Paths()
+    parser.add_argument("--state-dir", type=Path, default=defaults.state_dir)
+    parser.add_argument("--config-dir", type=Path, default=defaults.config_dir,
+                        help="holds conjuring.toml and the watched custom/ folder")
+    parser.add_argument("--runtime-dir", type=Path, default=defaults.runtime_dir)
+    parser.add_argument("--default-custom", type=Path, default=defaults.default_custom,
+                        help="shipped configuration copied to <config-dir>/custom when that is absent")
+    parser.add_argument("--hub", choices=("docker", "none"), default="docker")
+    parser.add_argument("--network", choices=("nm", "none"), default="nm")
+    parser.add_argument("--usb", choices=("udev", "none"), default="udev")
+    parser.add_argument("--log-format", choices=("auto", "console", "json"), default="auto")
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--version", action="version", version=f"conjuringd {__version__}")
+    return parser.parse_args(argv)
+
+
+def seed_local_config(paths: Paths) -> None:
+    """First start: the local configuration is a copy of the shipped default."""
+    if paths.local_custom.exists() or not paths.default_custom.is_dir():
+        return
+    paths.config_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(paths.default_custom, paths.local_custom, symlinks=True)
+    log.info("seeded_local_config", source=str(paths.default_custom), path=str(paths.local_custom))
+
+
+def build_adapters(args: argparse.Namespace, paths: Paths, reconciler_settings) -> Adapters:
+    adapters = Adapters()
+    if args.hub == "docker":
+        from conjuringd.adapters.docker import DockerHub
+
+        adapters.hub = DockerHub(paths)
+    if args.network == "nm":
+        from conjuringd.adapters.nm import NetworkManagerAdapter
+
+        adapters.network = NetworkManagerAdapter()
+    if args.usb == "udev":
+        from conjuringd.adapters.udev import UdevSticks
+
+        adapters.sticks = UdevSticks(paths, reconciler_settings.usb, reconciler_settings.home_dir)
+    return adapters
+
+
+class _LiveSettings:
+    """Settings the stick adapter reads at event time: from the active configuration."""
+
+    def __init__(self, paths: Paths):
+        self.paths = paths
+        self.reconciler: Reconciler | None = None
+
+    def _settings(self):
+        from conjuringd.config.model import Settings
+
+        desired = self.reconciler.desired() if self.reconciler else None
+        return desired.settings if desired else Settings()
+
+    def usb(self):
+        return self._settings().usb
+
+    def home_dir(self) -> Path:
+        configured = self._settings().hub.home_dir
+        return Path(configured) if configured else self.paths.home
+
+
+async def run(args: argparse.Namespace) -> int:
+    paths = Paths(args.state_dir, args.config_dir, args.runtime_dir, args.default_custom)
+    for folder in (paths.state_dir, paths.runtime_dir, paths.configs, paths.staging):
+        folder.mkdir(parents=True, exist_ok=True)
+    paths.secrets.mkdir(mode=0o700, parents=True, exist_ok=True)
+    notifier = SystemdNotifier()
+    status = StatusBoard(paths.status_file, notifier)
+    status.phase("starting")
+    seed_local_config(paths)
+    store = SnapshotStore(paths)
+    store.clean_leftovers()
+    live = _LiveSettings(paths)
+    adapters = build_adapters(args, paths, live)
+    heartbeat, triggers = Heartbeat(), Triggers()
+    reconciler = Reconciler(store, adapters, status, triggers, heartbeat, hub_enabled=adapters.hub is not None)
+    live.reconciler = reconciler
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reconciler.wake, "reload: SIGHUP")
+    watcher = ConfigWatcher(paths.config_dir)
+    watcher.start(reconciler.wake)  # subscribe first ...
+    control = ControlServer(paths.wake_socket, reconciler)
+    await control.start()
+    for adapter in (adapters.network, adapters.sticks):
+        if adapter is not None:
+            await adapter.start(reconciler.wake)
+    await reconciler.startup()  # ... then look at what is already there
+    reconciler.wake("startup")
+    notifier.notify("READY=1")
+    log.info("ready", version=__version__, hub=args.hub, network=args.network, usb=args.usb)
+    tasks = [asyncio.create_task(reconciler.run(), name="reconciler")]
+    interval = watchdog_interval()
+    if interval:
+        tasks.append(asyncio.create_task(ping_watchdog(notifier, heartbeat, interval), name="watchdog"))
+    stopper = asyncio.create_task(stop.wait(), name="stop")
+    done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    exit_code = 0 if stopper in done else 1
+    for task in done:
+        if task is not stopper and task.exception():
+            log.error("task_died", task=task.get_name(), exc_info=task.exception())
+    notifier.notify("STOPPING=1")
+    status.phase("stopping")
+    log.info("stopping")
+    for task in [stopper, *tasks]:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    watcher.stop()
+    await control.close()
+    for adapter in (adapters.hub, adapters.network, adapters.sticks):
+        if adapter is not None:
+            await adapter.close()
+    return exit_code
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logs.configure(args.log_format, args.log_level)
+    os.umask(0o022)
+    sys.exit(asyncio.run(run(args)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""structlog, configured once: key=value lines by default, JSON lines on request.
+
+`auto` (the default) gives key=value lines, coloured on a terminal; under
+systemd each line becomes one journal entry. `json` gives one JSON object per
+line. Every line of a reconcile pass carries `pass_id` and `trigger`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+SECRET_KEYS = frozenset({"password", "passphrase", "token", "psk"})
+
+
+def _redact(_logger: object, _name: str, event: dict) -> dict:
+    for key in SECRET_KEYS & event.keys():
+        event[key] = "***"
+    return event
+
+
+def configure(fmt: str = "auto", level: str = "info", stream=None) -> None:
+    stream = stream or sys.stdout
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+        timestamper = [structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    else:
+        tty = hasattr(stream, "isatty") and stream.isatty()
+        renderer = structlog.dev.ConsoleRenderer(colors=tty, pad_event=0)
+        timestamper = [structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False)] if tty else []
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            _redact,
+            *timestamper,
+            structlog.processors.StackInfoRenderer(),
+            *([structlog.processors.format_exc_info] if fmt == "json" else []),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=True,
+    )

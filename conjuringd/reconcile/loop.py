@@ -1,0 +1,268 @@
+"""The reconciler: the only thing that changes the world.
+
+Event sources call `wake()`. The loop waits for a wake-up, lets the burst
+settle, then runs a pass: import what changed at the sources, then observe,
+plan and execute until the plan is empty, and record convergence. Transient
+errors back off (a new wake-up cuts the wait short); configuration errors wait
+for new input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from conjuringd.config.load import load_custom
+from conjuringd.config.problems import ConfigError, Severity, TransientError
+from conjuringd.hashing import config_hashes, digest
+from conjuringd.reconcile.execute import Adapters, Executor, PassLog
+from conjuringd.reconcile.model import Desired, ImportOutcome, Observed, ReportFacts
+from conjuringd.reconcile.plan import plan
+from conjuringd.reconcile.triggers import Backoff, Heartbeat, Triggers
+from conjuringd.status import StatusBoard
+from conjuringd.store import SnapshotStore, config_digest
+from conjuringd import urls
+
+log = structlog.get_logger(__name__)
+
+MAX_STEPS = 12  # observe/plan/execute rounds in one pass before giving up as not converging
+OBSERVE_DEADLINE = 60.0
+
+
+@dataclass
+class ApplyRequest:
+    folder: Path
+    source: dict
+    done: asyncio.Future  # resolves to an ImportOutcome
+
+
+class Reconciler:
+    def __init__(self, store: SnapshotStore, adapters: Adapters, status: StatusBoard, triggers: Triggers,
+                 heartbeat: Heartbeat, hub_enabled: bool):
+        self.store = store
+        self.paths = store.paths
+        self.adapters = adapters
+        self.status = status
+        self.triggers = triggers
+        self.heartbeat = heartbeat
+        self.hub_enabled = hub_enabled
+        self.backoff = Backoff()
+        self._pass_ids = itertools.count(1)
+        self._applies: list[ApplyRequest] = []
+        self._desired_cache: tuple[str, Desired | None] = ("", None)
+        self._hang = False
+        self.executor = Executor(adapters, store.state, heartbeat, self.import_folder, status.phase, self._report_facts)
+
+    # --- inputs -------------------------------------------------------------
+
+    def wake(self, reason: str) -> None:
+        self.triggers.wake(reason)
+
+    def request_apply(self, folder: Path, source: dict) -> asyncio.Future:
+        done = asyncio.get_running_loop().create_future()
+        self._applies.append(ApplyRequest(folder, source, done))
+        self.wake("apply")
+        return done
+
+    def request_hang(self) -> None:
+        """Debug fault: the next pass awaits forever (tests the watchdog)."""
+        self._hang = True
+        self.wake("debug-hang")
+
+    async def import_folder(self, folder: str | Path, source: dict) -> ImportOutcome:
+        loop = asyncio.get_running_loop()
+        outcome = await loop.run_in_executor(None, self.store.import_folder, Path(folder), source)
+        self._log_outcome(outcome, source)
+        return outcome
+
+    # --- the loop -----------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Import the local folder if it changed while we were away, and look at the world once."""
+        try:
+            await self._import_local()
+            desired = self.desired()
+            observed = await self.observe(desired)
+            log.info("startup_observed", config=desired.hashes.config[:12] if desired else None,
+                     plan=[a.describe() for a in plan(desired, observed)])
+        except (TransientError, ConfigError) as exc:
+            log.warning("startup_observation_incomplete", error=str(exc))
+
+    async def run(self) -> None:
+        while True:
+            await self.triggers.wait()
+            await self.triggers.settle()
+            reasons = self.triggers.drain()
+            await self.run_pass(reasons)
+
+    async def run_pass(self, reasons: tuple[str, ...]) -> None:
+        pass_id = next(self._pass_ids)
+        structlog.contextvars.bind_contextvars(pass_id=pass_id, trigger=",".join(sorted(set(reasons))))
+        try:
+            await self._pass(reasons)
+            self.backoff.reset()
+        except TransientError as exc:
+            delay = self.backoff.next_delay()
+            log.warning("transient_error", error=str(exc), retry_in=delay)
+            self.status.phase(f"waiting {delay:.0f}s to retry: {exc}")
+            self.status.set(last_error=str(exc))
+            if not await self.triggers.wait(timeout=delay):
+                self.wake("retry")
+        except ConfigError as exc:
+            log.error("config_error", error=str(exc))
+            self.status.phase("waiting for a valid configuration")
+            self.status.set(last_error=str(exc))
+        finally:
+            structlog.contextvars.unbind_contextvars("pass_id", "trigger")
+
+    async def _pass(self, reasons: tuple[str, ...]) -> None:
+        log.info("pass_start")
+        if self._hang:
+            self.heartbeat.busy(0)
+            await asyncio.get_running_loop().create_future()  # never resolves
+        await self._import_sources(reasons)
+        passlog = PassLog()
+        for _ in range(MAX_STEPS):
+            desired = self.desired()
+            observed = await self.observe(desired)
+            actions = plan(desired, observed)
+            if not actions:
+                self._converged(desired, observed, passlog)
+                return
+            for action in actions:
+                await self.executor.run(action, desired, passlog)
+        raise TransientError(f"did not converge after {MAX_STEPS} rounds")
+
+    async def _import_sources(self, reasons: tuple[str, ...]) -> None:
+        if any(r.startswith(("local", "startup", "reload")) for r in reasons):
+            await self._import_local()
+        applies, self._applies = self._applies, []
+        for request in applies:
+            outcome = await self.import_folder(request.folder, request.source)
+            if not request.done.done():
+                request.done.set_result(outcome)
+
+    async def _import_local(self) -> None:
+        local = self.paths.local_custom
+        if not local.is_dir():
+            log.warning("local_config_missing", path=str(local))
+            return
+        loop = asyncio.get_running_loop()
+        local_digest = await loop.run_in_executor(None, config_digest, local)
+        state = self.store.state.read()
+        if local_digest == state.local_digest and state.active:
+            return
+        outcome = await self.import_folder(local, {"kind": "local", "path": str(local)})
+        if outcome.result in ("applied", "unchanged"):
+            self.store.state.update(local_digest=local_digest)
+
+    def _log_outcome(self, outcome: ImportOutcome, source: dict) -> None:
+        errors = [str(p) for p in outcome.problems if p.severity is Severity.ERROR]
+        for problem in outcome.problems:
+            (log.error if problem.severity is Severity.ERROR else log.warning)("config_problem", problem=str(problem))
+        log.info("import", result=outcome.result, source=source.get("kind"), config=outcome.config_hash[:12],
+                 errors=len(errors), warnings=len(outcome.problems) - len(errors))
+        if outcome.result == "invalid":
+            self.status.set(last_error=f"configuration from {source.get('kind')} is invalid: {len(errors)} error(s)",
+                            problems=errors)
+        elif outcome.result == "applied":
+            self.status.set(problems=[], last_error=None)
+
+    # --- desired and observed ---------------------------------------------------
+
+    def desired(self) -> Desired | None:
+        state = self.store.state.read()
+        if not state.active:
+            return None
+        machine = self.paths.machine_toml
+        key = digest(state.active, machine.read_bytes() if machine.is_file() else b"")
+        if self._desired_cache[0] == key:
+            return self._desired_cache[1]
+        folder = self.store.snapshot_dir(state.active)
+        config, problems = load_custom(folder, machine)
+        if config is None:
+            raise ConfigError(problems)
+        desired = Desired(config_hashes(config, state.active), config, str(folder), self.hub_enabled)
+        self._desired_cache = (key, desired)
+        return desired
+
+    async def observe(self, desired: Desired | None) -> Observed:
+        hub, network, sticks = self.adapters.hub, self.adapters.network, self.adapters.sticks
+        self.heartbeat.busy(OBSERVE_DEADLINE)
+        try:
+            hub_observed = await asyncio.wait_for(hub.observe(), OBSERVE_DEADLINE) if hub else None
+            net_observed = None
+            if network is not None and desired is not None:
+                net_observed = await asyncio.wait_for(network.observe(desired.settings.network), OBSERVE_DEADLINE)
+        except asyncio.TimeoutError as exc:
+            raise TransientError("observation timed out") from exc
+        finally:
+            self.heartbeat.idle()
+        failed = frozenset(self.store.state.read().failed_builds)
+        return Observed(hub_observed, net_observed, failed, sticks.observe() if sticks else ())
+
+    # --- results ------------------------------------------------------------------
+
+    def _converged(self, desired: Desired | None, observed: Observed, passlog: PassLog) -> None:
+        if desired is None:
+            self.status.phase("no configuration yet")
+            return
+        hashes = desired.hashes
+        failed = observed.failed_builds
+        healthy = hashes.image not in failed and f"{hashes.image}:{hashes.restart}" not in failed
+        state = self.store.state.read()
+        if healthy:
+            self.store.state.update(converged={
+                "config": hashes.config, "image": hashes.image, "restart": hashes.restart,
+                "users": hashes.users, "files": hashes.files, "layers": [list(layer) for layer in hashes.layers],
+            })
+            self.store.mark_good(hashes.config)
+        hub_urls = urls.hub_urls(observed.network, desired.settings.hub.port)
+        users = len(desired.config.users)
+        self.status.set(active_config=hashes.config, active_source=state.active_source, hub_urls=list(hub_urls),
+                        users=users, admins=len(desired.config.admins), network=_network_status(observed),
+                        converged=healthy, changes=passlog.changes)
+        if not self.hub_enabled:
+            self.status.phase(f"configuration {hashes.config[:12]} active (hub not managed)")
+        elif healthy:
+            where = f" at {hub_urls[0]}" if hub_urls else ""
+            self.status.phase(f"serving {users} users{where}")
+            self.status.set(last_error=None)
+        else:
+            self.status.phase("serving the previous hub: the new configuration failed (see last_error)")
+            self.status.set(last_error=f"configuration {hashes.config[:12]} failed to build or start")
+        log.info("converged", config=hashes.config[:12], image=hashes.image[:12], healthy=healthy)
+
+    async def _report_facts(self, passlog: PassLog) -> ReportFacts:
+        desired = self.desired()
+        observed = await self.observe(desired)
+        state = self.store.state.read()
+        if desired is None:
+            return ReportFacts(hub_state="no configuration active")
+        failed = desired.hashes.image in observed.failed_builds
+        hub_state = "hub not managed" if not self.hub_enabled else ("build failed" if failed else "serving")
+        return ReportFacts(
+            hub_state=hub_state,
+            hub_urls=urls.hub_urls(observed.network, desired.settings.hub.port),
+            users=len(desired.config.users), admins=len(desired.config.admins),
+            changes=tuple(passlog.changes), build_log_tail=passlog.build_tail,
+            active_config=state.active, active_source=_describe_source(state.active_source),
+        )
+
+
+def _network_status(observed: Observed) -> dict | None:
+    net = observed.network
+    if net is None:
+        return None
+    return {"serve": net.serve, "state": net.state, "addresses": list(net.addresses), "ssid": net.ssid}
+
+
+def _describe_source(source: dict) -> str:
+    kind = source.get("kind", "?")
+    if kind == "stick":
+        return f"stick {source.get('label') or '?'} (UUID {source.get('uuid') or '?'}) on {source.get('device')}"
+    return f"{kind} {source.get('path', '')}".strip()

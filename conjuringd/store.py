@@ -1,0 +1,141 @@
+"""The snapshot store: immutable validated copies of configurations, and the active pointer.
+
+Import = copy into a private temp folder, validate the copy, hash it, rename it
+to `configs/<hash>/`, then flip `active` in state.json (atomic write). Anything
+that fails or is interrupted before the flip leaves the previous active
+configuration exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import structlog
+
+from conjuringd.atomic import fsync_dir
+from conjuringd.config.load import load_custom
+from conjuringd.config.problems import has_errors
+from conjuringd.hashing import digest
+from conjuringd.paths import Paths
+from conjuringd.reconcile.model import ImportOutcome
+from conjuringd.state import StateFile
+
+log = structlog.get_logger(__name__)
+
+EXCLUDED_TOP = frozenset({"home_backup"})  # a stick's backup request is not configuration
+CopyHook = Callable[[Path], None]  # called before each file is copied (tests inject faults)
+
+
+def iter_config_files(root: Path) -> Iterator[Path]:
+    """Regular files below root, sorted, never through symlinks, without excluded folders."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if here == root:
+            dirnames[:] = [d for d in dirnames if d not in EXCLUDED_TOP]
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__" and not (here / d).is_symlink())
+        for name in sorted(filenames):
+            path = here / name
+            if stat.S_ISREG(path.lstat().st_mode):
+                yield path
+
+
+def config_digest(root: Path) -> str:
+    """Content digest of a configuration folder: relative paths and file contents only."""
+    parts: list[bytes] = []
+    for path in iter_config_files(root):
+        parts.append(os.fsencode(path.relative_to(root).as_posix()))
+        parts.append(path.read_bytes())
+    return digest(*parts)
+
+
+class SnapshotStore:
+    def __init__(self, paths: Paths, keep: int = 5, copy_hook: CopyHook | None = None):
+        self.paths = paths
+        self.keep = keep
+        self.state = StateFile(paths.state_file)
+        self._copy_hook = copy_hook
+
+    def snapshot_dir(self, config_hash: str) -> Path:
+        return self.paths.configs / config_hash
+
+    def import_folder(self, source_dir: Path, source: dict) -> ImportOutcome:
+        """Validate and activate a copy of `source_dir`. Blocking: run it in an executor."""
+        self.paths.configs.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=self.paths.configs))
+        try:
+            self._copy_tree(Path(source_dir), tmp)
+            config, problems = load_custom(tmp, self.paths.machine_toml)
+            if config is None or has_errors(problems):
+                return ImportOutcome("invalid", problems=problems, message=f"{len(problems)} problem(s)")
+            config_hash = config_digest(tmp)
+            if config_hash == self.state.read().active:
+                return ImportOutcome("unchanged", config_hash, problems)
+            self._publish(tmp, config_hash)
+            self.state.update(active=config_hash, active_source={**source, "at": time.time()})
+            log.info("config_activated", config=config_hash[:12], source=source.get("kind"))
+            self.prune()
+            return ImportOutcome("applied", config_hash, problems)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _copy_tree(self, src: Path, dst: Path) -> None:
+        for path in iter_config_files(src):
+            target = dst / path.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if self._copy_hook:
+                self._copy_hook(path)
+            shutil.copyfile(path, target, follow_symlinks=False)
+            with open(target, "rb") as handle:
+                os.fsync(handle.fileno())
+
+    def _publish(self, tmp: Path, config_hash: str) -> None:
+        final = self.snapshot_dir(config_hash)
+        if final.exists():
+            return  # identical content, imported before: reuse it
+        for root, dirs, files in os.walk(tmp):
+            for name in files:
+                os.chmod(os.path.join(root, name), 0o444)
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, final)
+        fsync_dir(self.paths.configs)
+
+    def activate_existing(self, config_hash: str, source: dict) -> None:
+        self.state.update(active=config_hash, active_source={**source, "at": time.time()})
+
+    def mark_good(self, config_hash: str) -> None:
+        if self.state.read().last_good != config_hash:
+            self.state.update(last_good=config_hash)
+
+    def prune(self) -> list[str]:
+        """Keep the newest `keep` snapshots plus the active and last-good ones."""
+        state = self.state.read()
+        protected = {state.active, state.last_good}
+        snapshots = sorted(
+            (p for p in self.paths.configs.iterdir() if p.is_dir() and not p.name.startswith(".")),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
+        removed = []
+        for old in snapshots[self.keep :]:
+            if old.name not in protected:
+                _rmtree_readonly(old)
+                removed.append(old.name)
+        return removed
+
+    def clean_leftovers(self) -> None:
+        """Remove temp folders of imports that were interrupted (crash, power loss)."""
+        if self.paths.configs.is_dir():
+            for leftover in self.paths.configs.glob(".*"):
+                _rmtree_readonly(leftover)
+
+
+def _rmtree_readonly(path: Path) -> None:
+    for root, dirs, files in os.walk(path):
+        os.chmod(root, 0o755)
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,43 @@
+"""Where students reach the hub: the serve network's addresses plus the hub port."""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+import struct
+from pathlib import Path
+
+from conjuringd.reconcile.model import NetworkObserved
+
+
+_VIRTUAL_PREFIXES = ("lo", "docker", "br-", "veth", "virbr")  # not where students come from
+_SIOCGIFADDR = 0x8915
+
+
+def _interface_ipv4(name: str) -> str | None:
+    request = struct.pack("256s", name.encode()[:15])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            answer = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, request)
+        except OSError:
+            return None  # no IPv4 address on it
+    return socket.inet_ntoa(answer[20:24])
+
+
+def local_ipv4_addresses(sys_net: Path = Path("/sys/class/net")) -> tuple[str, ...]:
+    """The first IPv4 address of each physical-looking interface (not loopback, Docker or veth)."""
+    try:
+        names = sorted(p.name for p in sys_net.iterdir())
+    except OSError:
+        return ()
+    found = (_interface_ipv4(name) for name in names if not name.startswith(_VIRTUAL_PREFIXES))
+    return tuple(address for address in found if address)
+
+
+def hub_urls(network: NetworkObserved | None, port: int) -> tuple[str, ...]:
+    """URLs for the report and status: the serve connection's addresses when it has any,
+    else every non-loopback address of the host (networking not managed)."""
+    addresses = tuple(a.split("/")[0] for a in network.addresses) if network and network.addresses else ()
+    if not addresses:
+        addresses = local_ipv4_addresses() or ("127.0.0.1",)
+    return tuple(f"http://{address}:{port}" for address in addresses)
