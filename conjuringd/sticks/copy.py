@@ -1,0 +1,234 @@
+"""Copy a configuration folder off a stick without trusting it.
+
+Every directory is opened relative to its parent's descriptor with
+O_NOFOLLOW, every file with O_NOFOLLOW and checked again after opening, so a
+symlink (or a directory swapped for one) never leads out of the tree. Hard
+links whose other names are outside the tree, device files, FIFOs, sockets and
+other mounted filesystems are refused and listed. The tree is scanned before
+anything is copied, so a tree beyond the limits is refused as a whole.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from conjuringd.config.problems import ConjuringError
+
+CHUNK = 1 << 20
+_ZERO = bytes(CHUNK)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_KINDS = {
+    stat.S_IFIFO: "named pipe (FIFO)",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
+
+
+@dataclass(frozen=True)
+class CopyLimits:
+    max_files: int = 20000
+    max_bytes: int = 2 * 1024**3
+    exclude: frozenset[str] = frozenset()  # top-level names left out (compared case-insensitively)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    path: str  # relative to the copied folder, printable
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+class TreeTooLarge(ConjuringError):
+    """The folder has more files or bytes than the limits allow; nothing was copied."""
+
+
+@dataclass
+class _Entry:
+    rel: tuple[str, ...]  # names on the source, as the OS gives them
+    out: tuple[str, ...]  # names in the copy (valid UTF-8)
+    st: os.stat_result
+
+
+@dataclass
+class _Scan:
+    limits: CopyLimits
+    root_dev: int
+    files: list[_Entry] = field(default_factory=list)
+    dirs: list[_Entry] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+
+
+def printable(parts: tuple[str, ...]) -> str:
+    """A relative path for messages, even when a name is not UTF-8."""
+    return "/".join(os.fsencode(p).decode("utf-8", "backslashreplace") for p in parts)
+
+
+def utf8_name(name: str) -> str | None:
+    """`name` if it is valid UTF-8, else its bytes read as Latin-1 (None if that fails)."""
+    raw = os.fsencode(name)
+    try:
+        raw.decode("utf-8")
+        return name
+    except UnicodeDecodeError:
+        fixed = raw.decode("cp1252", "replace").replace("\ufffd", "_")
+        return fixed if "/" not in fixed and fixed not in (".", "..") else None
+
+
+def _walk(
+    dir_fd: int,
+    rel: tuple[str, ...],
+    out: tuple[str, ...],
+    exclude: frozenset[str],
+    descend: Callable[[_Entry], bool],
+    notes: list[Refusal] | None = None,
+) -> Iterator[tuple[int, _Entry]]:
+    """Yield (parent fd, entry) for every entry below `dir_fd`, directories before their contents."""
+    names = sorted(os.listdir(dir_fd))
+    taken: set[str] = set()
+    for name in names:
+        if not rel and name.lower() in exclude:
+            continue
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        out_name = utf8_name(name)
+        if out_name is None or out_name in taken or (out_name != name and out_name in names):
+            if notes is not None:
+                notes.append(Refusal(printable(rel + (name,)), "file name is not UTF-8 and cannot be renamed: skipped"))
+            continue
+        taken.add(out_name)
+        if out_name != name and notes is not None:
+            notes.append(Refusal(printable(rel + (name,)), f"file name is not UTF-8: copied as {out_name!r}"))
+        entry = _Entry(rel + (name,), out + (out_name,), st)
+        yield dir_fd, entry
+        if stat.S_ISDIR(st.st_mode) and descend(entry):
+            sub = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+            try:
+                opened = os.fstat(sub)
+                if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
+                    raise OSError(errno.ESTALE, "directory changed while copying", printable(entry.rel))
+                yield from _walk(sub, entry.rel, entry.out, exclude, descend, notes)
+            finally:
+                os.close(sub)
+
+
+def _classify(scan: _Scan, entry: _Entry, dir_fd: int) -> None:
+    mode, where = entry.st.st_mode, printable(entry.rel)
+    if stat.S_ISLNK(mode):
+        target = os.readlink(entry.rel[-1], dir_fd=dir_fd)
+        scan.refusals.append(Refusal(where, f"symbolic link to {target!r} not followed: skipped"))
+    elif stat.S_ISDIR(mode):
+        if entry.st.st_dev != scan.root_dev:
+            scan.refusals.append(Refusal(where, "another filesystem is mounted here: skipped"))
+        else:
+            scan.dirs.append(entry)
+    elif stat.S_ISREG(mode):
+        if entry.st.st_size > scan.limits.max_bytes:
+            scan.refusals.append(Refusal(where, f"{entry.st.st_size} bytes, more than the limit of {scan.limits.max_bytes}: skipped"))
+        else:
+            scan.files.append(entry)
+    else:
+        kind = _KINDS.get(stat.S_IFMT(mode), "special file")
+        scan.refusals.append(Refusal(where, f"{kind} skipped"))
+
+
+def _drop_outside_links(scan: _Scan) -> None:
+    """Refuse files that have hard links outside the copied tree."""
+    seen: dict[tuple[int, int], int] = {}
+    for entry in scan.files:
+        key = (entry.st.st_dev, entry.st.st_ino)
+        seen[key] = seen.get(key, 0) + 1
+    kept = []
+    for entry in scan.files:
+        if seen[(entry.st.st_dev, entry.st.st_ino)] < entry.st.st_nlink:
+            scan.refusals.append(Refusal(printable(entry.rel), "hard link to a file outside the folder: skipped"))
+        else:
+            kept.append(entry)
+    scan.files = kept
+
+
+def scan_tree(src_fd: int, limits: CopyLimits) -> _Scan:
+    scan = _Scan(limits, os.fstat(src_fd).st_dev)
+    exclude = frozenset(n.lower() for n in limits.exclude)
+    same_fs = lambda entry: entry.st.st_dev == scan.root_dev  # noqa: E731
+    for dir_fd, entry in _walk(src_fd, (), (), exclude, same_fs, scan.refusals):
+        _classify(scan, entry, dir_fd)
+    _drop_outside_links(scan)
+    total = sum(e.st.st_size for e in scan.files)
+    if len(scan.files) > limits.max_files:
+        raise TreeTooLarge(f"{len(scan.files)} files, more than the limit of {limits.max_files}")
+    if total > limits.max_bytes:
+        raise TreeTooLarge(f"{total} bytes, more than the limit of {limits.max_bytes}")
+    return scan
+
+
+def _copy_data(src: int, dst: int, size: int) -> None:
+    """Copy `size` bytes; holes (and runs of zeros) stay holes in the copy."""
+    offset = 0
+    while offset < size:
+        try:
+            data_at = os.lseek(src, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:
+                break  # only a hole is left
+            data_at = offset  # no SEEK_DATA support: read everything
+        if data_at != offset:
+            offset = data_at
+        chunk = os.pread(src, min(CHUNK, size - offset), offset)
+        if not chunk:
+            raise OSError(errno.EIO, "file shrank while copying")
+        if chunk != _ZERO[: len(chunk)]:
+            os.pwrite(dst, chunk, offset)
+        offset += len(chunk)
+    os.ftruncate(dst, size)
+
+
+def _copy_file(dir_fd: int, entry: _Entry, dst: Path) -> None:
+    fd = os.open(entry.rel[-1], _FILE_FLAGS, dir_fd=dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (entry.st.st_dev, entry.st.st_ino):
+            raise OSError(errno.ESTALE, "file changed while copying", printable(entry.rel))
+        out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            _copy_data(fd, out, st.st_size)
+        finally:
+            os.close(out)
+    finally:
+        os.close(fd)
+
+
+def safe_copy(src: Path, dst: Path, limits: CopyLimits, *, on_file: Callable[[int], None] | None = None) -> list[Refusal]:
+    """Copy the tree `src` into the new folder `dst`; return what was refused.
+
+    Raises TreeTooLarge (nothing copied) or OSError (e.g. the stick was pulled:
+    `dst` is left for the caller to remove). `on_file(n)` runs after each copied file.
+    """
+    src_fd = os.open(src, _DIR_FLAGS)
+    try:
+        scan = scan_tree(src_fd, limits)
+        wanted_dirs = {e.rel for e in scan.dirs}
+        wanted_files = {e.rel: e for e in scan.files}
+        os.makedirs(dst, mode=0o755)
+        copied = 0
+        exclude = frozenset(n.lower() for n in limits.exclude)
+        walk = _walk(src_fd, (), (), exclude, lambda entry: entry.rel in wanted_dirs)
+        for dir_fd, entry in walk:
+            target = dst.joinpath(*entry.out)
+            if entry.rel in wanted_dirs:
+                os.mkdir(target, 0o755)
+            elif entry.rel in wanted_files:
+                _copy_file(dir_fd, wanted_files[entry.rel], target)
+                copied += 1
+                if on_file:
+                    on_file(copied)
+        return scan.refusals
+    finally:
+        os.close(src_fd)

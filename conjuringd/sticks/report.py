@@ -1,0 +1,109 @@
+"""REPORT.txt: what happened to a stick's configuration, readable on any laptop.
+
+Rendering is pure (`render_report`); `write_atomic` puts the bytes on the
+stick so that pulling it right after loses nothing: temp file, fsync, rename,
+fsync of the folder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from conjuringd.reconcile.model import ImportOutcome, ReportFacts
+
+RESULT_WORDS = {
+    "applied": "APPLIED - this configuration is now active",
+    "unchanged": "UNCHANGED - this configuration was already active, nothing to do",
+    "invalid": "INVALID - not applied, the previous configuration keeps running",
+    "failed": "FAILED - not applied, the previous configuration keeps running",
+}
+
+
+@dataclass(frozen=True)
+class StickReport:
+    """Everything a report says about one insertion of one stick."""
+
+    time: str  # ISO 8601, UTC
+    hostname: str
+    device: str
+    label: str
+    uuid: str
+    outcome: ImportOutcome
+    facts: ReportFacts | None = None
+    refusals: tuple[str, ...] = ()
+    backup: str = ""  # one line about the home backup, "" if none was asked for
+
+
+def _section(title: str, lines: Sequence[str]) -> list[str]:
+    return ["", title, "-" * len(title), *lines] if lines else []
+
+
+def _active_lines(report: StickReport) -> list[str]:
+    facts, outcome = report.facts, report.outcome
+    if facts is None or not facts.active_config:
+        return []
+    mine = outcome.config_hash and outcome.config_hash == facts.active_config
+    if outcome.result in ("applied", "unchanged") and not mine:
+        return [
+            "NOTE: this stick's configuration is NOT the active one:",
+            f"a later change won: {facts.active_source or facts.active_config[:12]}",
+        ]
+    return [f"Active configuration: {facts.active_config[:12]} ({facts.active_source or 'unknown source'})"]
+
+
+def _hub_lines(facts: ReportFacts | None) -> list[str]:
+    if facts is None:
+        return []
+    lines = [f"Hub: {facts.hub_state}"]
+    lines += [f"  open in a browser: {url}" for url in facts.hub_urls]
+    lines.append(f"Users: {facts.users} ({facts.admins} admin{'s' if facts.admins != 1 else ''})")
+    return lines
+
+
+def render_report(report: StickReport) -> str:
+    """The report as text with CRLF line endings (Windows Notepad shows it right)."""
+    outcome, facts = report.outcome, report.facts
+    lines = [
+        "Conjuring report",
+        "================",
+        f"Time:     {report.time}",
+        f"Box:      {report.hostname}",
+        f"Stick:    {report.label or '(no label)'} (UUID {report.uuid or '?'}, {report.device})",
+        f"Result:   {RESULT_WORDS.get(outcome.result, outcome.result.upper())}",
+    ]
+    if outcome.config_hash:
+        lines.append(f"Config:   {outcome.config_hash[:12]}")
+    if outcome.message:
+        lines.append(f"Message:  {outcome.message}")
+    lines += _active_lines(report)
+    lines += _section("Problems", [str(p) for p in outcome.problems])
+    lines += _section("Skipped files (not copied from the stick)", list(report.refusals))
+    if facts is not None:
+        lines += _section("What changed", list(facts.changes))
+        lines += _section("Hub", _hub_lines(facts))
+        lines += _section("Last lines of the failed build", list(facts.build_log_tail))
+    lines += _section("Home backup", [report.backup] if report.backup else [])
+    lines.append("")
+    return "\r\n".join(line.replace("\r", "").replace("\n", " ") for line in lines)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: temp file, fsync, rename, fsync the folder."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
