@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 SYSPY := /usr/bin/python3
 export PATH := /usr/sbin:/usr/bin:/sbin:/bin:$(PATH)
 
-.PHONY: deps venv test unit run deb clean
+.PHONY: deps venv test unit run clean
 
 deps:
 	bash .ci/install-deps.sh
@@ -28,3 +28,6 @@ unit: venv
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info .pytest_cache .hypothesis
+
+run: venv
+	bash scripts/run-main-job.sh

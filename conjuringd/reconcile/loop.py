@@ -75,7 +75,10 @@ class Reconciler:
 
     async def import_folder(self, folder: str | Path, source: dict) -> ImportOutcome:
         loop = asyncio.get_running_loop()
-        outcome = await loop.run_in_executor(None, self.store.import_folder, Path(folder), source)
+        try:
+            outcome = await loop.run_in_executor(None, self.store.import_folder, Path(folder), source)
+        except OSError as exc:  # the source vanished or broke mid-copy: nothing was activated
+            outcome = ImportOutcome("failed", message=f"could not read the configuration: {exc}")
         self._log_outcome(outcome, source)
         return outcome
 
@@ -116,6 +119,13 @@ class Reconciler:
             log.error("config_error", error=str(exc))
             self.status.phase("waiting for a valid configuration")
             self.status.set(last_error=str(exc))
+        except Exception as exc:  # a bug or an unforeseen failure: keep the traceback, retry later
+            delay = self.backoff.next_delay()
+            log.exception("unexpected_error", retry_in=delay)
+            self.status.phase(f"unexpected error, retrying in {delay:.0f}s")
+            self.status.set(last_error=f"unexpected: {exc!r}")
+            if not await self.triggers.wait(timeout=delay):
+                self.wake("retry")
         finally:
             structlog.contextvars.unbind_contextvars("pass_id", "trigger")
 
@@ -169,6 +179,8 @@ class Reconciler:
         if outcome.result == "invalid":
             self.status.set(last_error=f"configuration from {source.get('kind')} is invalid: {len(errors)} error(s)",
                             problems=errors)
+        elif outcome.result == "failed":
+            self.status.set(last_error=f"import from {source.get('kind')} failed: {outcome.message}")
         elif outcome.result == "applied":
             self.status.set(problems=[], last_error=None)
 
