@@ -1,0 +1,66 @@
+"""Host-side files the hub container mounts: atomic writes and folder mirroring. Blocking."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> bool:
+    """Write `data` to `path` via temp + fsync + rename; False when it was already so."""
+    path = Path(path)
+    try:
+        if path.read_bytes() == data and (path.stat().st_mode & 0o777) == mode:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    return True
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def mirror_tree(src: Path, dst: Path) -> int:
+    """Make `dst` hold exactly `src`'s regular files (world-readable); returns files changed.
+
+    `dst` itself is kept (it is bind-mounted into the container), only its content changes.
+    """
+    src, dst = Path(src), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    os.chmod(dst, 0o755)
+    wanted = set()
+    if src.is_dir():
+        for path in sorted(src.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                wanted.add(path.relative_to(src).as_posix())
+    changed = 0
+    for rel in sorted(wanted):
+        target = dst / rel
+        for parent in reversed(target.relative_to(dst).parents[:-1]):
+            (dst / parent).mkdir(exist_ok=True)
+            os.chmod(dst / parent, 0o755)
+        if not target.is_file() or _sha(target) != _sha(src / rel):
+            changed += write_atomic(target, (src / rel).read_bytes(), 0o644)
+    for path in sorted(dst.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        rel = path.relative_to(dst).as_posix()
+        if path.is_dir() and not path.is_symlink():
+            if not any(w == rel or w.startswith(rel + "/") for w in wanted):
+                shutil.rmtree(path)
+                changed += 1
+        elif rel not in wanted:
+            path.unlink()
+            changed += 1
+    return changed

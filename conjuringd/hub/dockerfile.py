@@ -1,0 +1,203 @@
+"""Render the hub's Dockerfile and a deterministic build context from a configuration.
+
+Layers follow `conjuringd.hashing.image_layers` from rarely to often changed.
+One deliberate exception: the CA certificates are installed right after FROM,
+before the core, because the core's pip install already goes through a school's
+TLS proxy. The image hash still chains every input, so correctness does not
+depend on the order; only the cost of a certs change does.
+Nothing secret goes into the context: users and passwords arrive at run time.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from conjuringd.config.model import CustomConfig
+
+DEFAULT_BASE = "debian:bookworm"
+VENV = "/opt/conjuring/venv"
+RUNTIME_DIR = "/opt/conjuring/runtime"
+KERNELS_DIR = "/opt/conjuring/kernels"
+CONDA_DIR = "/opt/conjuring/conda"
+IMAGE_LABEL = "org.conjuring.image"
+RUNTIME_SRC = Path(__file__).parent / "runtime"
+
+# Pinned core versions (PyPI), the proxy is PyPI's Python implementation.
+CORE_PACKAGES = (
+    "jupyterhub==6.1.1",
+    "jupyterlab==4.6.6",
+    "notebook==7.6.5",
+    "jupyterhub-idle-culler==2.0.0",
+    "configurable-http-proxy==0.4.0",
+    "pamela==1.2.0",
+)
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+_CA_ENV = (
+    f"PIP_CERT={CA_BUNDLE} SSL_CERT_FILE={CA_BUNDLE} REQUESTS_CA_BUNDLE={CA_BUNDLE} "
+    f"NODE_EXTRA_CA_CERTS={CA_BUNDLE} npm_config_cafile={CA_BUNDLE} CURL_CA_BUNDLE={CA_BUNDLE}"
+)
+_APT_CLEAN = "rm -rf /var/lib/apt/lists/*"
+_APT_INSTALL = "apt-get update && apt-get install -y --no-install-recommends"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    dockerfile: str
+    files: tuple[tuple[str, bytes, int], ...]  # (path in context, content, mode)
+    sections: tuple[tuple[str, int], ...]  # (layer name, index of its first Dockerfile step)
+
+    def step_layer(self, step: int) -> str:
+        """Name of the layer a 1-based build step belongs to."""
+        name = self.sections[0][0]
+        for layer, first in self.sections:
+            if step >= first:
+                name = layer
+        return name
+
+    def context_tar(self) -> bytes:
+        return deterministic_tar((("Dockerfile", self.dockerfile.encode(), 0o644),) + self.files)
+
+
+def deterministic_tar(files: tuple[tuple[str, bytes, int], ...]) -> bytes:
+    """A tar whose bytes depend only on names, contents and modes."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data, mode in sorted(files):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), mode, 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def base_image(config: CustomConfig) -> str:
+    """The image named by settings, else base.Dockerfile's FROM, else the default."""
+    return config.settings.hub.base_image or config.base_image or DEFAULT_BASE
+
+
+def base_extra_lines(base_dockerfile: bytes) -> list[str]:
+    """base.Dockerfile's instructions after its FROM (comments dropped, continuations kept)."""
+    lines, seen_from = [], False
+    for line in base_dockerfile.decode("utf-8", "replace").splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if not seen_from and re.match(r"(?i)^from\s", stripped):
+            seen_from = True
+            continue
+        if seen_from:
+            lines.append(line.rstrip())
+    return lines
+
+
+def runtime_files() -> tuple[tuple[str, bytes, int], ...]:
+    out = []
+    for path in sorted(RUNTIME_SRC.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            mode = 0o755 if path.suffix in (".sh", ".py") else 0o644
+            out.append((f"runtime/{path.relative_to(RUNTIME_SRC).as_posix()}", path.read_bytes(), mode))
+    return tuple(out)
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.files: list[tuple[str, bytes, int]] = []
+        self.sections: list[tuple[str, int]] = []
+        self.steps = 0
+
+    def section(self, name: str) -> None:
+        self.lines.append(f"# --- layer: {name}")
+        self.sections.append((name, self.steps + 1))
+
+    def step(self, instruction: str) -> None:
+        self.lines.append(instruction)
+        self.steps += 1
+
+    def add(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        self.files.append((path, data, mode))
+
+
+def _kernel_lines(b: _Builder, name: str, kind: str, content: bytes) -> None:
+    # the default kernel (environment.yml) replaces the core venv's "python3" spec
+    spec_prefix = VENV if name == "python3" else "/usr/local"
+    if kind == "venv":
+        prefix = f"{KERNELS_DIR}/{name}"
+        b.add(f"kernels/requirements-{name}.txt", content)
+        b.step(f"COPY kernels/requirements-{name}.txt {prefix}.requirements.txt")
+        b.step(
+            f"RUN /usr/bin/python3 -m venv {prefix} && {prefix}/bin/pip install --no-cache-dir ipykernel "
+            f"-r {prefix}.requirements.txt && {prefix}/bin/python -m ipykernel install "
+            f"--prefix {spec_prefix} --name {name} --display-name {json.dumps('Python (' + name + ')')}"
+        )
+    else:
+        prefix = f"{CONDA_DIR}/{name}"
+        b.add(f"kernels/environment-{name}.yml", content)
+        b.step(f"COPY kernels/environment-{name}.yml {prefix}.yml")
+        b.step(
+            f"RUN micromamba create -y -p {prefix} -f {prefix}.yml && micromamba install -y -p {prefix} "
+            f"-c conda-forge ipykernel && micromamba clean -a -y && {prefix}/bin/python -m ipykernel install "
+            f"--prefix {spec_prefix} --name {name} --display-name {json.dumps('Python (' + name + ')')}"
+        )
+
+
+def _needs_micromamba(config: CustomConfig) -> bool:
+    return bool(config.environment.strip()) or any(k.kind == "conda" for k in config.kernels)
+
+
+def render(config: CustomConfig, image_hash: str, base: str | None = None) -> Rendered:
+    """The Dockerfile and context for `config`; `base` overrides the resolved FROM image."""
+    b = _Builder()
+    b.section("base")
+    b.step(f"FROM {base or base_image(config)}")
+    for line in base_extra_lines(config.base_dockerfile):
+        b.step(line)
+    b.step("ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8")
+    b.section("certs")
+    for name, pem in sorted(config.certs):
+        b.add(f"certs/{Path(name).name}", pem)
+    b.add("certs/.keep", b"")
+    b.step("COPY certs/ /usr/local/share/ca-certificates/conjuring/")
+    b.step(
+        f"RUN {_APT_INSTALL} ca-certificates && rm -f /usr/local/share/ca-certificates/conjuring/.keep "
+        f"&& update-ca-certificates && {_APT_CLEAN}"
+    )
+    b.step(f"ENV {_CA_ENV}")
+    b.section("core")
+    b.step(f"RUN {_APT_INSTALL} python3 python3-venv procps passwd && {_APT_CLEAN}")
+    b.step(f"RUN python3 -m venv {VENV} && {VENV}/bin/pip install --no-cache-dir {' '.join(CORE_PACKAGES)}")
+    b.step(f"ENV PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    b.section("apt")
+    if config.apt_packages:
+        b.step(f"RUN {_APT_INSTALL} {' '.join(sorted(config.apt_packages))} && {_APT_CLEAN}")
+    b.section("environment")
+    if _needs_micromamba(config):
+        b.step(
+            f"RUN {_APT_INSTALL} curl bzip2 && {_APT_CLEAN} && curl -fsSL "
+            "https://micro.mamba.pm/api/micromamba/linux-64/latest | tar -xj -C /usr/local bin/micromamba"
+        )
+        b.step(f"ENV MAMBA_ROOT_PREFIX={CONDA_DIR}/root")
+    if config.environment.strip():
+        _kernel_lines(b, "python3", "conda", config.environment)
+    for kernel in sorted(config.kernels, key=lambda k: k.name):
+        b.section(f"kernel:{kernel.name}")
+        _kernel_lines(b, kernel.name, kernel.kind, kernel.content)
+    b.section("requirements")
+    if config.requirements.strip():
+        b.add("requirements.txt", config.requirements)
+        b.step("COPY requirements.txt /opt/conjuring/requirements.txt")
+        b.step(f"RUN {VENV}/bin/pip install --no-cache-dir -r /opt/conjuring/requirements.txt")
+    b.section("runtime")
+    for path, data, mode in runtime_files():
+        b.add(path, data, mode)
+    b.step(f"COPY runtime/ {RUNTIME_DIR}/")
+    b.step("EXPOSE 8000")
+    b.step(f'ENTRYPOINT ["{RUNTIME_DIR}/entrypoint.sh"]')
+    b.step(f"LABEL {IMAGE_LABEL}={image_hash}")
+    return Rendered("\n".join(b.lines) + "\n", tuple(b.files), tuple(b.sections))

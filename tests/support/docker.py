@@ -1,0 +1,100 @@
+"""Fixture helpers for tests against a real dockerd (RECIPES.md, Docker Engine).
+
+`ensure_dockerd()` starts dockerd in the background when its socket does not
+answer; `ensure_base_image()` bootstraps `local/debian:bookworm` with
+mmdebstrap once and reuses it under that fixed tag afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+SOCKET = Path("/var/run/docker.sock")
+DOCKERD_LOG = Path("/var/log/dockerd.log")
+BASE_TAG = "local/debian:bookworm"
+DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
+
+MMDEBSTRAP = r"""set -o pipefail
+mmdebstrap --variant=minbase --mode=root --format=tar \
+  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+  --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*' \
+  --aptopt='Acquire::Languages "none"' \
+  --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/archives/*.deb' \
+  bookworm - "deb http://deb.debian.org/debian bookworm main" \
+    "deb http://deb.debian.org/debian bookworm-updates main" \
+    "deb http://deb.debian.org/debian-security bookworm-security main" \
+  | {docker} import --change 'ENV LANG=C.UTF-8' - {tag}
+"""
+
+
+class Unavailable(Exception):
+    """Docker cannot be had here (not root, not installed)."""
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def socket_answers(path: Path = SOCKET) -> bool:
+    if not path.exists():
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            s.connect(str(path))
+            s.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            return b"200 OK" in s.recv(200)
+    except OSError:
+        return False
+
+
+def ensure_dockerd(timeout: float = 60) -> None:
+    """Start dockerd (logging to DOCKERD_LOG) unless its socket answers already."""
+    if socket_answers():
+        return
+    if os.geteuid() != 0:
+        raise Unavailable("dockerd is not running and starting it needs root")
+    dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
+    if not Path(dockerd).exists():
+        raise Unavailable("dockerd is not installed (apt-get install docker.io)")
+    with open(DOCKERD_LOG, "ab") as log:
+        subprocess.Popen([dockerd], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if socket_answers():
+            return
+        time.sleep(0.2)
+    raise Unavailable(f"dockerd did not answer within {timeout}s (see {DOCKERD_LOG})")
+
+
+def image_exists(tag: str) -> bool:
+    return subprocess.run([DOCKER, "image", "inspect", tag], capture_output=True).returncode == 0
+
+
+def ensure_base_image(tag: str = BASE_TAG) -> str:
+    """Bootstrap the Debian base with mmdebstrap, once; later calls reuse the tag."""
+    ensure_dockerd()
+    if image_exists(tag):
+        return tag
+    subprocess.run(["bash", "-c", MMDEBSTRAP.format(docker=DOCKER, tag=tag)], check=True)
+    if not image_exists(tag):
+        raise Unavailable(f"mmdebstrap did not produce {tag}")
+    return tag
+
+
+def require_docker() -> None:
+    """For fixtures: make dockerd and the base image available, else skip (fail in CI)."""
+    import pytest
+
+    try:
+        ensure_dockerd()
+        ensure_base_image()
+    except (Unavailable, subprocess.CalledProcessError) as exc:
+        if in_ci():
+            pytest.fail(f"docker unavailable in CI: {exc}")
+        pytest.skip(f"docker unavailable: {exc}")
