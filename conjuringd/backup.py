@@ -1,0 +1,340 @@
+"""Backups of the students' homes, and putting them back.
+
+On filesystems that cannot keep owners and modes (FAT, exFAT, NTFS) a backup is
+a series of tar archives; elsewhere a mirror tree. Either way `MANIFEST.json`
+lists every file with its SHA-256, owner, mode and mtime and says where its
+latest copy is. Backups are incremental (only what changed since the manifest
+is written) and never delete anything already at the destination.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import structlog
+
+from conjuringd.config.problems import ConjuringError
+from conjuringd.sticks.mountinfo import containing_mount, needs_archive, read_mountinfo
+from conjuringd.sticks.report import write_atomic
+from conjuringd.sticks.safewrite import HashingReader, install_file, install_symlink, nofollow, open_below, open_dir, set_dir_meta
+
+log = structlog.get_logger(__name__)
+
+MANIFEST = "MANIFEST.json"
+MIRROR_DIR = "homes"
+CHUNK = 1 << 20
+FAT_MAX_FILE = 4 * 1024**3 - 1
+
+
+class BackupError(ConjuringError):
+    """A backup or restore could not be done (no space, unreadable manifest)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str  # relative, POSIX
+    kind: str  # "file" | "dir" | "symlink"
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    size: int = 0
+    sha256: str = ""
+    target: str = ""  # symlink target
+    archive: str = ""  # archive mode: the tar holding the latest copy
+
+    def same_as(self, other: "Entry | None") -> bool:
+        """Unchanged since `other` (metadata comparison, like rsync's quick check)."""
+        if other is None:
+            return False
+        mine = (self.kind, self.mode, self.uid, self.gid, self.size, self.target)
+        theirs = (other.kind, other.mode, other.uid, other.gid, other.size, other.target)
+        return mine == theirs and (self.kind == "dir" or self.mtime_ns == other.mtime_ns)
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    mode: str  # "archive" | "mirror"
+    written: tuple[str, ...]  # entries written this time
+    unchanged: int
+    bytes_written: int
+    archive: str = ""  # the tar written this time ("" if none)
+    skipped: tuple[str, ...] = ()  # special files not backed up
+
+    def summary(self) -> str:
+        where = f" into {self.archive}" if self.archive else ""
+        return f"{len(self.written)} changed ({self.bytes_written} bytes){where}, {self.unchanged} unchanged"
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    restored: tuple[str, ...]
+    identical: int
+    kept_newer: tuple[str, ...]  # newer on the box, not overwritten (no force)
+    problems: tuple[str, ...] = ()
+
+
+@dataclass
+class _Manifest:
+    mode: str
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+
+# --- manifest ------------------------------------------------------------------
+
+
+def read_manifest(folder: Path) -> _Manifest | None:
+    try:
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise BackupError(f"unreadable {MANIFEST} in {folder}: {exc}") from exc
+    entries = {}
+    for raw in data.get("entries", []):
+        entry = Entry(**raw)
+        _check_rel(entry.path)
+        entries[entry.path] = entry
+    return _Manifest(data.get("mode", "mirror"), entries)
+
+
+def write_manifest(folder: Path, manifest: _Manifest) -> None:
+    body = {
+        "version": 1,
+        "mode": manifest.mode,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "entries": [vars(e) for _, e in sorted(manifest.entries.items())],
+    }
+    write_atomic(folder / MANIFEST, json.dumps(body, indent=1).encode("ascii"))
+
+
+def _check_rel(rel: str) -> None:
+    parts = PurePosixPath(rel).parts
+    if not parts or rel.startswith("/") or ".." in parts or "." in parts:
+        raise BackupError(f"unsafe path in manifest: {rel!r}")
+
+
+# --- scanning the homes -----------------------------------------------------------
+
+
+def scan_homes(home_dir: Path) -> tuple[dict[str, Entry], list[str]]:
+    """Every dir, regular file and symlink below home_dir (no hashing), and what was skipped."""
+    entries: dict[str, Entry] = {}
+    skipped: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(home_dir):
+        dirnames.sort()
+        for name in sorted(dirnames) + sorted(filenames):
+            path = Path(dirpath) / name
+            rel = path.relative_to(home_dir).as_posix()
+            st = os.lstat(path)
+            kind = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink"}.get(stat.S_IFMT(st.st_mode))
+            if kind is None:
+                skipped.append(rel)
+                continue
+            target = os.readlink(path) if kind == "symlink" else ""
+            size = st.st_size if kind == "file" else 0
+            entries[rel] = Entry(rel, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, size, target=target)
+    return entries, skipped
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_space(dest: Path, needed: int, fat: bool) -> None:
+    st = os.statvfs(dest)
+    free = st.f_bavail * st.f_frsize
+    if needed > free:
+        raise BackupError(f"the backup needs {needed // 2**20 + 1} MB but only {free // 2**20} MB are free on {dest}")
+    if fat and needed > FAT_MAX_FILE:
+        raise BackupError(f"the backup archive would be {needed // 2**20} MB, more than FAT's 4 GB file limit")
+
+
+def _want_archive(dest: Path, archive: bool | None) -> bool:
+    if archive is not None:
+        return archive
+    mount = containing_mount(read_mountinfo(), dest)
+    return bool(mount and needs_archive(mount.fstype))
+
+
+# --- backup ----------------------------------------------------------------------
+
+
+def _write_mirror(home_dir: Path, dest: Path, changed: list[Entry]) -> tuple[dict[str, Entry], int]:
+    written, nbytes = {}, 0
+    for entry in changed:
+        parts = PurePosixPath(entry.path).parts
+        dir_fd = open_dir(dest, (MIRROR_DIR, *parts[:-1]))
+        try:
+            if entry.kind == "symlink":
+                install_symlink(dir_fd, parts[-1], entry)
+                written[entry.path] = entry
+                continue
+            with open_below(home_dir, entry.path) as src:
+                sha = install_file(dir_fd, parts[-1], entry, src)
+            written[entry.path] = Entry(**{**vars(entry), "sha256": sha})
+            nbytes += entry.size
+        finally:
+            os.close(dir_fd)
+    return written, nbytes
+
+
+def _next_archive_name(dest: Path) -> str:
+    seq = 1 + len([p for p in dest.iterdir() if p.name.startswith("homes-") and p.name.endswith(".tar")])
+    return f"homes-{seq:04d}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.tar"
+
+
+def _write_archive(home_dir: Path, dest: Path, changed: list[Entry]) -> tuple[dict[str, Entry], int, str]:
+    name = _next_archive_name(dest)
+    tmp = dest / f".{name}.tmp"
+    written, nbytes = {}, 0
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            for entry in changed:
+                if entry.kind == "file":
+                    h = hashlib.sha256()
+                    with open_below(home_dir, entry.path) as src:
+                        info = tar.gettarinfo(arcname=entry.path, fileobj=src)
+                        tar.addfile(info, HashingReader(src, h))
+                    entry = Entry(**{**vars(entry), "size": info.size, "sha256": h.hexdigest()})
+                    nbytes += info.size
+                else:
+                    tar.addfile(tar.gettarinfo(str(home_dir / entry.path), arcname=entry.path))
+                written[entry.path] = Entry(**{**vars(entry), "archive": name})
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.rename(tmp, dest / name)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return written, nbytes, name
+
+
+def _count_files(entries: dict[str, Entry]) -> int:
+    return sum(1 for e in entries.values() if e.kind != "dir")
+
+
+def backup_homes(home_dir: Path, dest: Path, *, archive: bool | None = None) -> BackupResult:
+    """Back up every home below `home_dir` into `dest` (incremental, never deleting). Blocking."""
+    dest.mkdir(parents=True, exist_ok=True)
+    use_archive = _want_archive(dest, archive)
+    mode = "archive" if use_archive else "mirror"
+    previous = read_manifest(dest)
+    old = previous.entries if previous and previous.mode == mode else {}
+    current, skipped = scan_homes(home_dir)
+    changed = [e for rel, e in current.items() if e.kind != "dir" and not e.same_as(old.get(rel))]
+    needed = sum(e.size for e in changed) + 1024 * (len(changed) + 10) + 400 * len(current)
+    check_space(dest, needed, fat=use_archive)
+    if previous and not changed and set(current) == set(old) and all(e.same_as(old[r]) for r, e in current.items()):
+        log.info("backup_unchanged", dest=str(dest), entries=len(current))
+        return BackupResult(mode, (), _count_files(current), 0, skipped=tuple(skipped))
+    archive_name = ""
+    if use_archive:
+        written, nbytes, archive_name = _write_archive(home_dir, dest, changed)
+    else:
+        written, nbytes = _write_mirror(home_dir, dest, changed)
+        set_dir_meta(dest / MIRROR_DIR, [e for e in current.values() if e.kind == "dir"])
+    entries = {}
+    for rel, entry in current.items():
+        before = old.get(rel)
+        entries[rel] = written.get(rel) or (Entry(**{**vars(entry), "sha256": before.sha256, "archive": before.archive}) if before else entry)
+    write_manifest(dest, _Manifest(mode, entries))
+    result = BackupResult(mode, tuple(sorted(written)), _count_files(current) - len(written), nbytes, archive_name, tuple(skipped))
+    log.info("backup_written", dest=str(dest), mode=mode, written=len(written), bytes=nbytes, archive=archive_name)
+    return result
+
+
+# --- restore ---------------------------------------------------------------------
+
+
+def _needs_restore(home_dir: Path, entry: Entry, force: bool) -> str:
+    """"write", "identical" or "newer" for one manifest entry."""
+    target = home_dir / entry.path
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return "write"
+    if entry.kind == "symlink" and stat.S_ISLNK(st.st_mode) and os.readlink(target) == entry.target:
+        return "identical"
+    if entry.kind == "file" and stat.S_ISREG(st.st_mode) and st.st_size == entry.size and sha256_file(target) == entry.sha256:
+        return "identical"
+    if st.st_mtime_ns > entry.mtime_ns and not force:
+        return "newer"
+    return "write"
+
+
+def _install(home_dir: Path, entry: Entry, reader) -> None:
+    parts = PurePosixPath(entry.path).parts
+    dir_fd = open_dir(home_dir, parts[:-1])
+    try:
+        if entry.kind == "symlink":
+            install_symlink(dir_fd, parts[-1], entry)
+        else:
+            install_file(dir_fd, parts[-1], entry, reader)
+    finally:
+        os.close(dir_fd)
+
+
+def _sources(src: Path, manifest: _Manifest, wanted: list[Entry]):
+    """(entry, reader) for every wanted entry, reading each archive once."""
+    if manifest.mode == "mirror":
+        for entry in wanted:
+            if entry.kind == "symlink":
+                yield entry, None
+            else:
+                with open_below(src / MIRROR_DIR, entry.path) as reader:
+                    yield entry, reader
+        return
+    by_archive: dict[str, dict[str, Entry]] = {}
+    for entry in wanted:
+        by_archive.setdefault(entry.archive, {})[entry.path] = entry
+    for name, entries in sorted(by_archive.items()):
+        if "/" in name or not name.endswith(".tar"):
+            raise BackupError(f"unsafe archive name in manifest: {name!r}")
+        with open(src / name, "rb", opener=nofollow) as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
+            for member in tar:
+                entry = entries.pop(member.name, None)
+                if entry is not None:
+                    yield entry, (tar.extractfile(member) if entry.kind == "file" else None)
+        if entries:
+            raise BackupError(f"{name} lacks {len(entries)} file(s) the manifest lists, e.g. {next(iter(entries))}")
+
+
+def restore_homes(src: Path, home_dir: Path, *, force: bool = False) -> RestoreResult:
+    """Put the backup in `src` back into `home_dir`; newer files there are kept unless `force`."""
+    manifest = read_manifest(src)
+    if manifest is None:
+        raise BackupError(f"no {MANIFEST} in {src}: not a home backup")
+    home_dir.mkdir(parents=True, exist_ok=True)
+    restored, problems = [], []
+    dirs = []
+    for entry in sorted((e for e in manifest.entries.values() if e.kind == "dir"), key=lambda e: e.path):
+        try:
+            os.close(open_dir(home_dir, PurePosixPath(entry.path).parts))
+            dirs.append(entry)
+        except OSError as exc:
+            problems.append(f"{entry.path}/: {exc.strerror} (a file or symlink is in the way)")
+    verdicts = {rel: _needs_restore(home_dir, e, force) for rel, e in manifest.entries.items() if e.kind != "dir"}
+    wanted = [manifest.entries[rel] for rel, v in sorted(verdicts.items()) if v == "write"]
+    for entry, reader in _sources(src, manifest, wanted):
+        try:
+            _install(home_dir, entry, reader)
+            restored.append(entry.path)
+        except (OSError, ConjuringError) as exc:
+            problems.append(f"{entry.path}: {exc}")
+    set_dir_meta(home_dir, dirs)
+    kept = tuple(rel for rel, v in sorted(verdicts.items()) if v == "newer")
+    result = RestoreResult(tuple(restored), sum(v == "identical" for v in verdicts.values()), kept, tuple(problems))
+    log.info("restore_done", src=str(src), restored=len(restored), identical=result.identical, kept_newer=len(kept), problems=len(problems))
+    return result
