@@ -19,6 +19,9 @@ class SystemdNotifier:
     def __init__(self) -> None:
         self._enabled = bool(os.environ.get("NOTIFY_SOCKET"))
         self._notifier = sdnotify.SystemdNotifier() if self._enabled else None
+        if self._notifier is not None and self._notifier.socket is not None:
+            # Never let a full notify socket block the event loop: drop the message instead.
+            self._notifier.socket.setblocking(False)
 
     def notify(self, state: str) -> None:
         if self._notifier is not None:

@@ -1,0 +1,154 @@
+"""The reconciler loop against in-memory fakes of the adapter Protocols (pure logic only)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conjuringd.config.problems import BuildFailed, TransientError
+from conjuringd.paths import Paths
+from conjuringd.reconcile.execute import Adapters
+from conjuringd.reconcile.loop import Reconciler
+from conjuringd.reconcile.model import ContainerState, HubObserved
+from conjuringd.reconcile.triggers import Heartbeat, Triggers
+from conjuringd.status import StatusBoard
+from conjuringd.store import SnapshotStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class FakeHub:
+    """Remembers images and one container, like a tiny Docker; counts what it was asked to do."""
+
+    def __init__(self):
+        self.images: set[str] = set()
+        self.container: ContainerState | None = None
+        self.calls: list[str] = []
+        self.fail_build_for: set[str] = set()
+        self.unreachable = 0  # fail this many observations with TransientError
+
+    async def observe(self):
+        if self.unreachable:
+            self.unreachable -= 1
+            raise TransientError("docker unreachable")
+        return HubObserved(frozenset(self.images), self.container)
+
+    async def build_image(self, desired, progress):
+        self.calls.append("build")
+        if desired.hashes.image in self.fail_build_for:
+            raise BuildFailed(desired.hashes.image, "step 4/9: apt-get install nosuchpkg", ("E: Unable to locate",))
+        self.images.add(desired.hashes.image)
+
+    async def replace_container(self, desired, progress):
+        self.calls.append("replace")
+        h = desired.hashes
+        self.container = ContainerState(f"c{len(self.calls)}", h.image, h.restart, True, h.users, h.files)
+
+    async def start_container(self, container_id):
+        self.calls.append("start")
+
+    async def sync_users(self, desired):
+        self.calls.append("sync_users")
+        self.container = ContainerState(**{**self.container.__dict__, "users_hash": desired.hashes.users})
+
+    async def sync_files(self, desired):
+        self.calls.append("sync_files")
+        self.container = ContainerState(**{**self.container.__dict__, "files_hash": desired.hashes.files})
+
+    async def prune_images(self, keep):
+        pass
+
+    async def close(self):
+        pass
+
+
+class Silent:
+    def notify(self, state):
+        pass
+
+
+@pytest.fixture
+def setup(tmp_path):
+    paths = Paths(state_dir=tmp_path / "state", config_dir=tmp_path / "etc", runtime_dir=tmp_path / "run")
+    shutil.copytree(REPO / "custom", paths.local_custom)
+    hub = FakeHub()
+    store = SnapshotStore(paths)
+    status = StatusBoard(paths.status_file, Silent())
+    reconciler = Reconciler(store, Adapters(hub=hub), status, Triggers(quiet=0.01), Heartbeat(), hub_enabled=True)
+    return paths, hub, reconciler
+
+
+async def test_first_pass_builds_starts_and_records_convergence(setup):
+    paths, hub, reconciler = setup
+    await reconciler.run_pass(("startup",))
+    assert hub.calls == ["build", "replace"]
+    state = reconciler.store.state.read()
+    assert state.converged["image"] == hub.container.image_hash
+    assert state.last_good == state.active
+    assert reconciler.status.get("phase").startswith("serving 3 users")
+    await reconciler.run_pass(("timer",))
+    assert hub.calls == ["build", "replace"], "a converged world needs no action"
+
+
+async def test_users_edit_syncs_live_without_build_or_restart(setup):
+    paths, hub, reconciler = setup
+    await reconciler.run_pass(("startup",))
+    users = paths.local_custom / "users.csv"
+    users.write_text(users.read_text() + "zoe,longpassword,\n")
+    await reconciler.run_pass(("local: edit",))
+    assert hub.calls == ["build", "replace", "sync_users"]
+
+
+async def test_failed_build_is_recorded_old_hub_keeps_serving_and_no_retry(setup):
+    paths, hub, reconciler = setup
+    await reconciler.run_pass(("startup",))
+    serving = hub.container
+    (paths.local_custom / "apt.txt").write_text("nosuchpkg\n")
+    desired_image = None
+
+    original = hub.build_image
+
+    async def failing(desired, progress):
+        nonlocal desired_image
+        desired_image = desired.hashes.image
+        hub.fail_build_for.add(desired.hashes.image)
+        await original(desired, progress)
+
+    hub.build_image = failing
+    await reconciler.run_pass(("local: edit",))
+    assert hub.container == serving
+    assert desired_image in reconciler.store.state.read().failed_builds
+    assert "failed" in reconciler.status.get("last_error")
+    calls = list(hub.calls)
+    await reconciler.run_pass(("timer",))
+    assert hub.calls == calls, "a failed build is not retried until the inputs change"
+
+
+async def test_transient_error_backs_off_and_a_new_event_cuts_it_short(setup):
+    paths, hub, reconciler = setup
+    reconciler.backoff.initial = 30  # long enough that only a wake-up can end it within the test
+    hub.unreachable = 1
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.2, reconciler.wake, "network: back")
+    started = loop.time()
+    await reconciler.run_pass(("startup",))
+    assert loop.time() - started < 5
+    assert "docker unreachable" in reconciler.status.get("last_error")
+    assert reconciler.triggers.pending
+    await reconciler.run_pass(reconciler.triggers.drain())
+    assert hub.calls == ["build", "replace"]
+    assert reconciler.status.get("last_error") is None
+
+
+async def test_invalid_local_edit_keeps_the_active_config(setup):
+    paths, hub, reconciler = setup
+    await reconciler.run_pass(("startup",))
+    active = reconciler.store.state.read().active
+    (paths.local_custom / "users.csv").write_text("name,password,admin\n")
+    await reconciler.run_pass(("local: edit",))
+    assert reconciler.store.state.read().active == active
+    assert hub.calls == ["build", "replace"]
+    assert reconciler.status.get("problems")
