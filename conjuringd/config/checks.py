@@ -78,7 +78,7 @@ def load_yaml(text: str, file: str) -> tuple[Any, yaml.Node | None, list[Problem
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
-        what = " ".join(filter(None, [exc.context, exc.problem]))
+        what = "; ".join(filter(None, [exc.context, exc.problem]))
         return None, None, [error(file, line, f"YAML syntax error: {what or exc}")]
     except (yaml.YAMLError, RecursionError) as exc:
         return None, None, [error(file, 0, f"YAML syntax error: {type(exc).__name__}: {_cut(str(exc))}")]

@@ -274,7 +274,8 @@ def check_channel(settings: Settings, toml: TomlFile | None) -> list[Problem]:
     hotspot = settings.network.hotspot
     if hotspot.channel and hotspot.channel not in CHANNELS.get(hotspot.band, frozenset()):
         file = toml.file if toml else "conjuring.toml"
-        line = toml.line(("network", "hotspot", "channel")) if toml else 0
+        channel, band = ("network", "hotspot", "channel"), ("network", "hotspot", "band")
+        line = toml.line(channel if channel in toml.lines else band) if toml else 0
         band = "2.4 GHz (band \"bg\": 1 to 14)" if hotspot.band == "bg" else "5 GHz (band \"a\")"
         return [error(file, line, f"[network.hotspot] channel {hotspot.channel} is not a {band} channel")]
     return []

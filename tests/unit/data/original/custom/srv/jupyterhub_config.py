@@ -1,0 +1,2 @@
+c.Spawner.default_url = '/lab'
+c.JupyterHub.admin_access = True
