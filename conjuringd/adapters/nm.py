@@ -43,6 +43,7 @@ NM_GONE = {
 OBJECT_GONE = {"org.freedesktop.DBus.Error.UnknownObject", "org.freedesktop.DBus.Error.UnknownMethod",
                "org.freedesktop.DBus.Error.UnknownInterface"}
 MATCH_NM = f"type='signal',sender='{NM}'"
+WATCHED = (NM, I_PROPS, "org.freedesktop.DBus.ObjectManager")  # signal interfaces that change what we cache
 
 
 class ActivationFailed(TransientError):
@@ -434,7 +435,7 @@ class NetworkManagerAdapter:
             if msg.body and msg.body[0] == NM:
                 self._owner_changed(msg.body[2])
             return
-        if msg.sender == "org.freedesktop.DBus":
+        if msg.sender == "org.freedesktop.DBus" or not (msg.interface or "").startswith(WATCHED):
             return
         self._gen["settings" if msg.path.startswith(SETTINGS_PATH) else "state"] += 1
         if msg.interface == I_ACTIVE and msg.member == "StateChanged":
