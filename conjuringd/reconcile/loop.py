@@ -20,7 +20,7 @@ from conjuringd.config.load import load_custom
 from conjuringd.config.problems import ConfigError, Severity, TransientError
 from conjuringd.hashing import config_hashes, digest
 from conjuringd.reconcile.execute import Adapters, Executor, PassLog
-from conjuringd.reconcile.model import Desired, ImportOutcome, Observed, ReportFacts
+from conjuringd.reconcile.model import ActivateNetwork, Desired, ImportOutcome, NetworkObserved, Observed, ReportFacts
 from conjuringd.reconcile.plan import plan
 from conjuringd.reconcile.triggers import Backoff, Heartbeat, Triggers
 from conjuringd.status import StatusBoard
@@ -55,6 +55,9 @@ class Reconciler:
         self._applies: list[ApplyRequest] = []
         self._desired_cache: tuple[str, Desired | None] = ("", None)
         self._hang = False
+        self._network_problem: str | None = None  # NetworkManager trouble in this pass
+        self._network_backoff = Backoff(initial=5.0, maximum=300.0)
+        self._network_retry: asyncio.TimerHandle | None = None
         self.executor = Executor(adapters, store.state, heartbeat, self.import_folder, status.phase, self._report_facts)
 
     # --- inputs -------------------------------------------------------------
@@ -136,6 +139,7 @@ class Reconciler:
             await asyncio.get_running_loop().create_future()  # never resolves
         await self._import_sources(reasons)
         passlog = PassLog()
+        self._network_problem = None
         for _ in range(MAX_STEPS):
             desired = self.desired()
             observed = await self.observe(desired)
@@ -144,7 +148,14 @@ class Reconciler:
                 self._converged(desired, observed, passlog)
                 return
             for action in actions:
-                await self.executor.run(action, desired, passlog)
+                try:
+                    await self.executor.run(action, desired, passlog)
+                except TransientError as exc:
+                    if not isinstance(action, ActivateNetwork):
+                        raise
+                    # The hub does not wait for the network: students on a wired LAN can still reach it.
+                    log.warning("network_activation_failed", connection=action.connection, error=str(exc))
+                    self._network_problem = str(exc)
         raise TransientError(f"did not converge after {MAX_STEPS} rounds")
 
     async def _import_sources(self, reasons: tuple[str, ...]) -> None:
@@ -209,7 +220,7 @@ class Reconciler:
             hub_observed = await asyncio.wait_for(hub.observe(), OBSERVE_DEADLINE) if hub else None
             net_observed = None
             if network is not None and desired is not None:
-                net_observed = await asyncio.wait_for(network.observe(desired.settings.network), OBSERVE_DEADLINE)
+                net_observed = await self._observe_network(network, desired.settings.network)
         except asyncio.TimeoutError as exc:
             raise TransientError("observation timed out") from exc
         finally:
@@ -217,9 +228,34 @@ class Reconciler:
         failed = frozenset(self.store.state.read().failed_builds)
         return Observed(hub_observed, net_observed, failed, sticks.observe() if sticks else ())
 
+    async def _observe_network(self, network, spec) -> NetworkObserved:
+        """NetworkManager being away or failing never holds up the hub; it is retried with back-off."""
+        if self._network_problem is not None:
+            return NetworkObserved(spec.serve, "failed")
+        try:
+            return await asyncio.wait_for(network.observe(spec), OBSERVE_DEADLINE)
+        except TransientError as exc:
+            self._network_problem = str(exc)
+            return NetworkObserved(spec.serve, "unavailable")
+
+    def _schedule_network_retry(self) -> None:
+        if self._network_retry is not None:
+            self._network_retry.cancel()
+            self._network_retry = None
+        if self._network_problem is None:
+            self._network_backoff.reset()
+            if self.status.get("network_error"):
+                self.status.set(network_error=None)
+            return
+        delay = self._network_backoff.next_delay()
+        log.warning("network_retry_scheduled", error=self._network_problem, retry_in=delay)
+        self.status.set(network_error=self._network_problem)
+        self._network_retry = asyncio.get_running_loop().call_later(delay, self.wake, "retry: network")
+
     # --- results ------------------------------------------------------------------
 
     def _converged(self, desired: Desired | None, observed: Observed, passlog: PassLog) -> None:
+        self._schedule_network_retry()
         if desired is None:
             self.status.phase("no configuration yet")
             return
@@ -242,7 +278,8 @@ class Reconciler:
             self.status.phase(f"configuration {hashes.config[:12]} active (hub not managed)")
         elif healthy:
             where = f" at {hub_urls[0]}" if hub_urls else ""
-            self.status.phase(f"serving {users} users{where}")
+            on = f" on {observed.network.serve}" if observed.network and observed.network.state == "activated" else ""
+            self.status.phase(f"serving {users} users{where}{on}")
             self.status.set(last_error=None)
         else:
             self.status.phase("serving the previous hub: the new configuration failed (see last_error)")

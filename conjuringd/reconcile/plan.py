@@ -48,8 +48,8 @@ def plan(desired: Desired | None, observed: Observed) -> list[Action]:
 
 
 def _network_actions(network: NetworkObserved | None) -> list[Action]:
-    if network is None or network.state in ("activated", "unmanaged"):
-        return []
+    if network is None or network.state not in ("inactive", "absent", "deactivating"):
+        return []  # activated, activating, unmanaged, or unavailable/failed this pass (retried later)
     return [ActivateNetwork(network.serve, reason=f"serve network is {network.state}")]
 
 

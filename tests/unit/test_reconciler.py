@@ -152,3 +152,64 @@ async def test_invalid_local_edit_keeps_the_active_config(setup):
     assert reconciler.store.state.read().active == active
     assert hub.calls == ["build", "replace"]
     assert reconciler.status.get("problems")
+
+
+class FakeNetwork:
+    """NetworkManager as the reconciler sees it: a serve connection that is up or not."""
+
+    def __init__(self, state="inactive", unreachable=False, activation_error=None):
+        self.state, self.unreachable, self.activation_error = state, unreachable, activation_error
+        self.activations = 0
+
+    async def observe(self, spec):
+        from conjuringd.reconcile.model import NetworkObserved
+
+        if self.unreachable:
+            raise TransientError("NetworkManager is not running")
+        return NetworkObserved(spec.serve, self.state, ("10.42.0.1/24",) if self.state == "activated" else ())
+
+    async def activate_serve(self, spec):
+        self.activations += 1
+        if self.activation_error:
+            raise TransientError(self.activation_error)
+        self.state = "activated"
+
+
+def with_network(setup, network):
+    paths, hub, reconciler = setup
+    reconciler.adapters.network = network
+    return paths, hub, reconciler
+
+
+async def test_serve_network_is_activated_and_its_address_makes_the_url(setup):
+    network = FakeNetwork()
+    paths, hub, reconciler = with_network(setup, network)
+    await reconciler.run_pass(("startup",))
+    assert network.activations == 1
+    assert reconciler.status.get("hub_urls")[0] == "http://10.42.0.1:8989"
+    assert reconciler.status.get("phase") == "serving 3 users at http://10.42.0.1:8989 on Hotspot"
+
+
+async def test_networkmanager_away_does_not_hold_up_the_hub_and_is_retried(setup):
+    network = FakeNetwork(unreachable=True)
+    paths, hub, reconciler = with_network(setup, network)
+    reconciler._network_backoff.initial = 0.05
+    await reconciler.run_pass(("startup",))
+    assert hub.calls == ["build", "replace"]
+    assert "not running" in reconciler.status.get("network_error")
+    assert await reconciler.triggers.wait(timeout=2), "a retry must be scheduled"
+    assert reconciler.triggers.drain() == ("retry: network",)
+    network.unreachable = False
+    await reconciler.run_pass(("retry: network",))
+    assert network.activations == 1
+    assert reconciler.status.get("network_error") is None
+
+
+async def test_activation_failure_is_reported_and_the_hub_still_converges(setup):
+    network = FakeNetwork(activation_error="no suitable device found")
+    paths, hub, reconciler = with_network(setup, network)
+    await reconciler.run_pass(("startup",))
+    assert network.activations == 1, "activation is tried once per pass, not in a loop"
+    assert hub.calls == ["build", "replace"]
+    assert "no suitable device" in reconciler.status.get("network_error")
+    reconciler._network_retry.cancel()
