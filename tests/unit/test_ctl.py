@@ -1,0 +1,67 @@
+"""conjuringctl's offline commands: validate (compiler-style, exit codes) and status formatting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conjuringd import ctl
+
+DATA = Path(__file__).parent / "data"
+
+
+def run(capsys, *argv) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exited:
+        ctl.main(list(argv))
+    return exited.value.code, capsys.readouterr().out
+
+
+def test_validate_original_format_exits_zero(capsys):
+    code, out = run(capsys, "validate", str(DATA / "original" / "custom"))
+    assert code == 0
+    assert out.strip() == "0 error(s), 0 warning(s)"
+
+
+def test_validate_broken_folder_prints_one_line_per_problem_and_exits_one(capsys):
+    code, out = run(capsys, "validate", str(DATA / "broken" / "custom"))
+    assert code == 1
+    lines = out.strip().splitlines()
+    problems, summary = lines[:-1], lines[-1]
+    assert all(line.startswith("custom/") and (": error: " in line or ": warning: " in line) for line in problems)
+    errors = sum(": error: " in line for line in problems)
+    assert summary == f"{errors} error(s), {len(problems) - errors} warning(s)"
+    assert any(line.startswith("custom/users.csv:5: error: duplicate user") for line in problems)
+
+
+def test_validate_missing_folder_is_a_usage_error(capsys, tmp_path):
+    code, _ = run(capsys, "validate", str(tmp_path / "nope"))
+    assert code == 2
+
+
+def test_status_without_daemon_says_so(capsys, tmp_path):
+    code, _ = run(capsys, "--runtime-dir", str(tmp_path), "status")
+    assert code == 3
+    assert "not running" in capsys.readouterr().err
+
+
+def test_status_formats_the_status_file(capsys, tmp_path):
+    (tmp_path / "status.json").write_text(json.dumps({
+        "phase": "serving 3 users at http://10.42.0.1:8989 on Hotspot", "active_config": "ab" * 32,
+        "active_source": {"kind": "stick", "label": "CONJURING"}, "hub_urls": ["http://10.42.0.1:8989"],
+        "users": 3, "admins": 1, "network": {"serve": "Hotspot", "state": "activated", "ssid": "class",
+                                             "addresses": ["10.42.0.1/24"]}, "pid": 42,
+    }))
+    code, out = run(capsys, "--runtime-dir", str(tmp_path), "status")
+    assert code == 0
+    assert "config:   abababababab from stick CONJURING" in out
+    assert "network:  Hotspot activated class 10.42.0.1/24" in out
+    code, out = run(capsys, "--runtime-dir", str(tmp_path), "status", "--json")
+    assert json.loads(out)["users"] == 3
+
+
+def test_help_documents_exit_codes(capsys):
+    code, out = run(capsys, "--help")
+    assert code == 0
+    assert "Exit codes:" in out and "3  the daemon is not reachable" in out
