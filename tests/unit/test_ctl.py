@@ -15,7 +15,9 @@ DATA = Path(__file__).parent / "data"
 def run(capsys, *argv) -> tuple[int, str]:
     with pytest.raises(SystemExit) as exited:
         ctl.main(list(argv))
-    return exited.value.code, capsys.readouterr().out
+    captured = capsys.readouterr()
+    run.err = captured.err
+    return exited.value.code, captured.out
 
 
 def test_validate_original_format_exits_zero(capsys):
@@ -43,7 +45,7 @@ def test_validate_missing_folder_is_a_usage_error(capsys, tmp_path):
 def test_status_without_daemon_says_so(capsys, tmp_path):
     code, _ = run(capsys, "--runtime-dir", str(tmp_path), "status")
     assert code == 3
-    assert "not running" in capsys.readouterr().err
+    assert "not running" in run.err
 
 
 def test_status_formats_the_status_file(capsys, tmp_path):
