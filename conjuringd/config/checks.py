@@ -70,8 +70,9 @@ def _apt_reason(token: str) -> str:
 
 def load_yaml(text: str, file: str) -> tuple[Any, yaml.Node | None, list[Problem]]:
     """(data, node, problems): the node keeps line numbers for later messages."""
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # the reader refuses non-printable characters here already
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
         return data, node, []
@@ -85,7 +86,8 @@ def load_yaml(text: str, file: str) -> tuple[Any, yaml.Node | None, list[Problem
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date like 2020-13-45
         return None, None, [error(file, 0, f"cannot read this YAML: {_cut(str(exc))}")]
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _value_node(node: yaml.Node | None, key: str) -> yaml.Node | None:
@@ -231,7 +233,7 @@ def check_python(text: str, file: str) -> list[Problem]:
     except SyntaxError as exc:
         return [error(file, exc.lineno or 0, f"Python syntax error: {exc.msg}")]
     except (ValueError, RecursionError, MemoryError, OverflowError) as exc:
-        return [error(file, 0, f"cannot compile this Python file: {_cut(str(exc))}")]
+        return [error(file, 0, f"cannot compile this Python file: {_cut(str(exc) or type(exc).__name__)}")]
     return []
 
 

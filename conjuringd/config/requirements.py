@@ -41,6 +41,7 @@ GLOBAL_OPTIONS = {
     "--trusted-host": "host", "--only-binary": "value", "--no-binary": "value", "--use-feature": "value",
     "--pre": None, "--prefer-binary": None, "--require-hashes": None, "--no-index": None,
 }
+MAX_MARKER_DEPTH = 32
 INCLUDES = ("-r", "--requirement", "-c", "--constraint")
 EDITABLE = ("-e", "--editable")
 
@@ -202,6 +203,7 @@ class _MarkerParser:
     def __init__(self, tokens: list[tuple[str, str]]):
         self.tokens = tokens
         self.pos = 0
+        self.depth = 0
 
     def parse(self) -> str:
         if not self.tokens:
@@ -231,7 +233,11 @@ class _MarkerParser:
     def _atom(self) -> str:
         if self._peek() == "paren" and self.tokens[self.pos][1] == "(":
             self.pos += 1
+            self.depth += 1
+            if self.depth > MAX_MARKER_DEPTH:
+                return "the environment marker is nested too deeply"
             reason = self._or()
+            self.depth -= 1
             if reason:
                 return reason
             if self._peek() != "paren" or self.tokens[self.pos][1] != ")":
