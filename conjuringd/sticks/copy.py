@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from conjuringd.config.problems import ConjuringError
+from conjuringd.sticks.layout import canonical_name
 
 CHUNK = 1 << 20
 _ZERO = bytes(CHUNK)
@@ -36,6 +37,7 @@ class CopyLimits:
     max_files: int = 20000
     max_bytes: int = 2 * 1024**3
     exclude: frozenset[str] = frozenset()  # top-level names left out (compared case-insensitively)
+    fold_case: bool = False  # FAT & co: give known configuration names their canonical case
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ def _walk(
     exclude: frozenset[str],
     descend: Callable[[_Entry], bool],
     notes: list[Refusal] | None = None,
+    fold_case: bool = False,
 ) -> Iterator[tuple[int, _Entry]]:
     """Yield (parent fd, entry) for every entry below `dir_fd`, directories before their contents."""
     names = sorted(os.listdir(dir_fd))
@@ -99,12 +102,15 @@ def _walk(
             continue
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         out_name = utf8_name(name)
+        if out_name is not None and fold_case:
+            out_name = canonical_name(out, out_name)
         if out_name is None or out_name in taken or (out_name != name and out_name in names):
             if notes is not None:
-                notes.append(Refusal(printable(rel + (name,)), "file name is not UTF-8 and cannot be renamed: skipped"))
+                why = "is not UTF-8 and cannot be renamed" if out_name is None else f"clashes with another file as {out_name!r}"
+                notes.append(Refusal(printable(rel + (name,)), f"file name {why}: skipped"))
             continue
         taken.add(out_name)
-        if out_name != name and notes is not None:
+        if out_name != name and notes is not None and utf8_name(name) != name:
             notes.append(Refusal(printable(rel + (name,)), f"file name is not UTF-8: copied as {out_name!r}"))
         entry = _Entry(rel + (name,), out + (out_name,), st)
         yield dir_fd, entry
@@ -114,7 +120,7 @@ def _walk(
                 opened = os.fstat(sub)
                 if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
                     raise OSError(errno.ESTALE, "directory changed while copying", printable(entry.rel))
-                yield from _walk(sub, entry.rel, entry.out, exclude, descend, notes)
+                yield from _walk(sub, entry.rel, entry.out, exclude, descend, notes, fold_case)
             finally:
                 os.close(sub)
 
@@ -158,7 +164,7 @@ def scan_tree(src_fd: int, limits: CopyLimits) -> _Scan:
     scan = _Scan(limits, os.fstat(src_fd).st_dev)
     exclude = frozenset(n.lower() for n in limits.exclude)
     same_fs = lambda entry: entry.st.st_dev == scan.root_dev  # noqa: E731
-    for dir_fd, entry in _walk(src_fd, (), (), exclude, same_fs, scan.refusals):
+    for dir_fd, entry in _walk(src_fd, (), (), exclude, same_fs, scan.refusals, limits.fold_case):
         _classify(scan, entry, dir_fd)
     _drop_outside_links(scan)
     total = sum(e.st.st_size for e in scan.files)
@@ -219,7 +225,7 @@ def safe_copy(src: Path, dst: Path, limits: CopyLimits, *, on_file: Callable[[in
         os.makedirs(dst, mode=0o755)
         copied = 0
         exclude = frozenset(n.lower() for n in limits.exclude)
-        walk = _walk(src_fd, (), (), exclude, lambda entry: entry.rel in wanted_dirs)
+        walk = _walk(src_fd, (), (), exclude, lambda entry: entry.rel in wanted_dirs, None, limits.fold_case)
         for dir_fd, entry in walk:
             target = dst.joinpath(*entry.out)
             if entry.rel in wanted_dirs:

@@ -7,6 +7,7 @@ name is looked up case-insensitively; an exact-case match wins.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,28 @@ def find_entry(folder: Path, name: str, *, want_dir: bool = True) -> Path | None
         if (stat.S_ISDIR(mode) if want_dir else stat.S_ISREG(mode)):
             return path
     return None
+
+
+KNOWN_TOP = {
+    n.lower(): n
+    for n in ("users.csv", "apt.txt", "environment.yml", "requirements.txt", "base.Dockerfile", "conjuring.toml",
+              "docker-compose.override.yml", "shared", "home_default", "srv", "certs", BACKUP_NAME)
+}
+_KERNEL_FILE = re.compile(r"(environment-.+\.yml|requirements-.+\.txt)")
+
+
+def canonical_name(parent: tuple[str, ...], name: str) -> str:
+    """The configuration's own spelling of a name a FAT driver may show upper-cased."""
+    lower = name.lower()
+    if not parent:
+        if lower in KNOWN_TOP:
+            return KNOWN_TOP[lower]
+        return lower if _KERNEL_FILE.fullmatch(lower) else name
+    if parent == ("srv",) and lower == "jupyterhub_config.py":
+        return lower
+    if parent == ("certs",) and lower.endswith(".crt"):
+        return name[:-4] + ".crt"
+    return name
 
 
 @dataclass(frozen=True)

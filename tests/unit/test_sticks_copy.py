@@ -130,7 +130,7 @@ def test_non_utf8_name_colliding_is_skipped(tmp_path):
     (src / "Übung").write_bytes(b"2")
     refusals = safe_copy(src, tmp_path / "dst", CopyLimits())
     assert (tmp_path / "dst/Übung").read_bytes() == b"2"
-    assert "cannot be renamed" in refusals[0].reason
+    assert "clashes" in refusals[0].reason
 
 
 def test_exclude_top_level_case_insensitive(tmp_path):
@@ -181,3 +181,18 @@ def test_copy_is_faithful_for_any_regular_tree(tmp_path_factory, files):
     assert safe_copy(src, base / "dst", CopyLimits()) == []
     got = {p.relative_to(base / "dst").as_posix(): p.read_bytes() for p in (base / "dst").rglob("*") if p.is_file()}
     assert got == expected
+
+
+def test_fold_case_gives_known_names_their_spelling(tmp_path):
+    src = tree(tmp_path / "src", {"USERS.CSV": b"u", "SHARED/NOTES.TXT": b"n", "SRV/JUPYTERHUB_CONFIG.PY": b"c",
+                                  "CERTS/SCHOOL.CRT": b"pem", "REQUIREMENTS-ML.TXT": b"numpy", "BASE.DOCKERFILE": b"FROM x"})
+    assert safe_copy(src, tmp_path / "dst", CopyLimits(fold_case=True)) == []
+    got = sorted(p.relative_to(tmp_path / "dst").as_posix() for p in (tmp_path / "dst").rglob("*") if p.is_file())
+    assert got == ["base.Dockerfile", "certs/SCHOOL.crt", "requirements-ml.txt", "shared/NOTES.TXT",
+                   "srv/jupyterhub_config.py", "users.csv"]
+
+
+def test_fold_case_collision_keeps_one(tmp_path):
+    src = tree(tmp_path / "src", {"USERS.CSV": b"upper", "users.csv": b"lower"})
+    refusals = safe_copy(src, tmp_path / "dst", CopyLimits(fold_case=True))
+    assert len(refusals) == 1 and len(list((tmp_path / "dst").iterdir())) == 1

@@ -1,0 +1,308 @@
+"""USB configuration sticks through udev (pyudev), mounted and read safely.
+
+The monitor socket is read in the event loop (`loop.add_reader`): no polling,
+no thread. It subscribes first and then enumerates, so a stick already
+plugged in at start-up is handled like one plugged in later. Events only
+record pending work and wake the reconciler; the reconciler calls
+`import_stick` and `write_report`, whose blocking parts run in a
+single-thread executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import shutil
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import pyudev
+import structlog
+
+from conjuringd.adapters.mounts import Mounter
+from conjuringd.adapters.protocols import Importer, Wake
+from conjuringd.config.model import UsbSettings
+from conjuringd.paths import Paths
+from conjuringd.reconcile.model import ImportOutcome, ReportFacts, StickObserved
+from conjuringd.sticks.copy import CopyLimits, TreeTooLarge
+from conjuringd.sticks.mountinfo import needs_archive, read_mountinfo
+from conjuringd.sticks.policy import accepts, is_system_mount
+from conjuringd.sticks.report import StickReport, render_report
+from conjuringd.sticks.session import PULLED, StickInfo, StickSession, device_present, run_backup, stage_custom, write_report_file
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    info: StickInfo
+    key: str
+    pending: str = "import"  # "import" | "report"
+    outcome: ImportOutcome | None = None
+    refusals: tuple[str, ...] = ()
+    backup: str = ""
+
+
+def stick_key(props: dict) -> str:
+    """Identity of one insertion: the filesystem UUID plus what changes on every attach."""
+    insertion = props.get("DISKSEQ") or props.get("USEC_INITIALIZED") or props.get("SEQNUM", "")
+    return f"{props.get('ID_FS_UUID', '?')}/{insertion}"
+
+
+class UdevSticks:
+    def __init__(
+        self,
+        paths: Paths,
+        usb_settings: Callable[[], UsbSettings],
+        home_dir: Callable[[], Path],
+        *,
+        copy_hook: Callable[[int], None] | None = None,
+    ):
+        self.paths = paths
+        self._usb = usb_settings
+        self._home_dir = home_dir
+        self._copy_hook = copy_hook  # tests: called after each copied file
+        self._mounter = Mounter(paths.media)
+        self._pending: dict[str, _Pending] = {}  # by device node
+        self._handled: dict[str, str] = {}  # device node -> key already imported
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sticks")
+        self._context: pyudev.Context | None = None
+        self._monitor: pyudev.Monitor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: Wake = lambda reason: None
+        self.counters = {"seen": 0, "imported": 0, "reports": 0, "aborted": 0}
+        self.last_report: dict = {}
+
+    # --- events -------------------------------------------------------------------
+
+    async def start(self, wake: Wake) -> None:
+        self._wake = wake
+        self._loop = asyncio.get_running_loop()
+        self._context = pyudev.Context()
+        self._monitor = pyudev.Monitor.from_netlink(self._context, source="udev")
+        self._monitor.filter_by("block")
+        self._monitor.start()
+        self._loop.add_reader(self._monitor.fileno(), self._on_readable)  # subscribe first ...
+        for device in self._context.list_devices(subsystem="block"):  # ... then enumerate
+            self._on_event("present", device)
+        log.info("udev_monitor_started", pending=len(self._pending))
+
+    def _on_readable(self) -> None:
+        assert self._monitor is not None
+        while True:
+            try:
+                device = self._monitor.poll(timeout=0)
+            except OSError as exc:
+                log.warning("udev_receive_failed", error=str(exc))
+                return
+            if device is None:
+                return
+            self._on_event(device.action or "change", device)
+
+    def _on_event(self, action: str, device: pyudev.Device) -> None:
+        node = device.device_node
+        if not node:
+            return
+        props = dict(device.properties)
+        if action == "remove" or props.get("ID_FS_USAGE") != "filesystem" or _attr(device, "size") in ("", "0"):
+            self._forget(node, "removed" if action == "remove" else "medium gone")
+            return
+        if action not in ("add", "change", "present"):
+            return
+        key = stick_key(props)
+        if self._handled.get(node) == key or (node in self._pending and self._pending[node].key == key):
+            return  # the same insertion again (e.g. a change event after our own write)
+        verdict = self._verdict(device, props)
+        if not verdict:
+            log.info("device_ignored", device=node, reason=verdict.reason, fs=props.get("ID_FS_TYPE"))
+            return
+        info = StickInfo(node, _devno(device),
+                         props.get("ID_FS_TYPE", ""), props.get("ID_FS_LABEL", ""), props.get("ID_FS_UUID", ""))
+        self._pending[node] = _Pending(info, key)
+        self.counters["seen"] += 1
+        log.info("stick_seen", device=node, label=info.label, uuid=info.uuid, fs=info.fstype, key=key, via=verdict.reason, action=action)
+        self._wake(f"stick {node}")
+
+    def _forget(self, node: str, why: str) -> None:
+        dropped = self._pending.pop(node, None)
+        self._handled.pop(node, None)
+        if dropped is not None:
+            log.info("stick_gone", device=node, why=why, dropped=dropped.pending, label=dropped.info.label)
+
+    def _verdict(self, device: pyudev.Device, props: dict):
+        entries = read_mountinfo()
+        disk = device.find_parent("block", "disk") if device.device_type == "partition" else device
+        disk = device if disk is None else disk
+        mount_points = [e.mount_point for e in entries if e.dev == _devno(device) or e.source == device.device_node]
+        return accepts(
+            props,
+            self._usb(),
+            removable=_attr(disk, "removable") == "1",
+            mount_points=mount_points,
+            system_disk=disk.sys_name in self._system_disks(entries),
+            media_dir=str(self.paths.media),
+        )
+
+    def _system_disks(self, entries) -> set[str]:
+        """Disks holding a mount of the running system (root, /boot, /var, ...)."""
+        disks = set()
+        for entry in entries:
+            major, _, minor = entry.dev.partition(":")
+            if major == "0" or not is_system_mount(entry.mount_point, str(self.paths.media)):
+                continue
+            try:
+                dev = pyudev.Devices.from_device_number(self._context, "block", os.makedev(int(major), int(minor)))
+            except (pyudev.DeviceNotFoundError, ValueError):
+                continue
+            parent = dev.find_parent("block", "disk") if dev.device_type == "partition" else dev
+            disks.add((dev if parent is None else parent).sys_name)
+        return disks
+
+    def observe(self) -> tuple[StickObserved, ...]:
+        return tuple(StickObserved(p.info.device, p.key, p.info.label, p.pending) for p in self._pending.values())
+
+    def status(self) -> dict:
+        """For status.json / conjuringctl status."""
+        return {
+            **self.counters,
+            "mounted": sorted(str(e.mount_point) for e in read_mountinfo() if Path(e.mount_point).is_relative_to(self.paths.media)),
+            "pending": [{"device": p.info.device, "label": p.info.label, "pending": p.pending} for p in self._pending.values()],
+            "last_report": self.last_report,
+        }
+
+    # --- work the reconciler asks for ----------------------------------------------------
+
+    async def _run(self, func, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(func, *args, **kwargs))
+
+    def _current(self, device: str, key: str, want: str) -> _Pending | None:
+        pending = self._pending.get(device)
+        if pending is None or pending.key != key or pending.pending != want:
+            log.info("stick_work_stale", device=device, key=key, want=want)
+            return None
+        return pending
+
+    async def import_stick(self, device: str, key: str, importer: Importer) -> None:
+        pending = self._current(device, key, "import")
+        if pending is None:
+            return
+        self._handled[device] = key
+        usb = self._usb()
+        staged: Path | None = None
+        try:
+            found = await self._run(self._stage, pending.info, usb)
+            if found is None:
+                self._pending.pop(device, None)
+                return
+            staged, refusals, wants_backup = found
+            source = {"kind": "stick", "device": device, "label": pending.info.label, "uuid": pending.info.uuid}
+            outcome = await self._import(importer, staged, source)
+            self.counters["imported"] += 1
+            backup = ""
+            if wants_backup and usb.backup:
+                backup = await self._run(self._backup, pending.info)
+            self._to_report(device, key, outcome, refusals, backup)
+        except TreeTooLarge as exc:
+            log.warning("stick_too_large", device=device, error=str(exc))
+            self._to_report(device, key, ImportOutcome("invalid", message=f"configuration refused: {exc}"), (), "")
+        except OSError as exc:
+            self._aborted(pending, exc)
+        finally:
+            if staged is not None:
+                await self._run(shutil.rmtree, staged.parent, True)
+
+    async def _import(self, importer: Importer, staged: Path, source: dict) -> ImportOutcome:
+        try:
+            return await importer(str(staged), source)
+        except Exception as exc:  # the importer's failure is reported, it is not the stick's
+            log.exception("stick_importer_failed", device=source["device"])
+            return ImportOutcome("failed", message=f"import failed: {exc}")
+
+    def _stage(self, info: StickInfo, usb: UsbSettings):
+        """Blocking: mount, find conjuring/custom, copy it to staging, unmount."""
+        with StickSession(self._mounter, info) as session:
+            layout = session.layout()
+            if layout is None or layout.custom is None:
+                log.info("not_a_conjuring_stick", device=info.device, label=info.label)
+                return None
+            limits = CopyLimits(usb.max_files, usb.max_bytes, fold_case=needs_archive(info.fstype))
+            staged, refusals = stage_custom(layout.custom, self.paths.staging, limits, self._copy_hook)
+            log.info("stick_copied", device=info.device, folder=str(staged), refused=len(refusals))
+            return staged, tuple(refusals), layout.home_backup is not None
+
+    def _backup(self, info: StickInfo) -> str:
+        with StickSession(self._mounter, info) as session:
+            layout = session.layout()
+            if layout is None or layout.home_backup is None:
+                return "backup NOT written: the home_backup folder is gone"
+            return run_backup(session, layout.home_backup, self._home_dir())
+
+    def _to_report(self, device: str, key: str, outcome: ImportOutcome, refusals, backup: str) -> None:
+        current = self._pending.get(device)
+        if current is None or current.key != key:
+            log.info("stick_gone_before_report", device=device, result=outcome.result)
+            return
+        self._pending[device] = replace(current, pending="report", outcome=outcome, refusals=tuple(refusals), backup=backup)
+        log.info("stick_imported", device=device, result=outcome.result, config=outcome.config_hash[:12], refused=len(refusals))
+
+    def _aborted(self, pending: _Pending, exc: OSError) -> None:
+        self.counters["aborted"] += 1
+        device = pending.info.device
+        present = device_present(device, pending.info.dev)
+        log.warning("stick_import_aborted", device=device, error=exc.strerror or str(exc), errno=exc.errno,
+                    pulled=exc.errno in PULLED, present=present)
+        if present and exc.errno not in PULLED:
+            message = f"could not read the stick: {exc.strerror or exc}"
+            self._to_report(device, pending.key, ImportOutcome("failed", message=message), (), "")
+        else:
+            self._pending.pop(device, None)
+
+    async def write_report(self, device: str, key: str, report: ReportFacts) -> None:
+        pending = self._current(device, key, "report")
+        if pending is None:
+            return
+        self._pending.pop(device, None)
+        assert pending.outcome is not None
+        text = render_report(StickReport(
+            time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            hostname=socket.gethostname(),
+            device=device, label=pending.info.label, uuid=pending.info.uuid,
+            outcome=pending.outcome, facts=report, refusals=pending.refusals, backup=pending.backup,
+        ))
+        self.last_report = {"device": device, "label": pending.info.label, "result": pending.outcome.result, "written": False}
+        try:
+            path = await self._run(self._write, pending.info, text)
+        except OSError as exc:
+            log.warning("report_not_written", device=device, error=exc.strerror or str(exc))
+            return
+        self.counters["reports"] += 1
+        self.last_report["written"] = True
+        log.info("report_written", device=device, path=str(path), result=pending.outcome.result)
+
+    def _write(self, info: StickInfo, text: str) -> Path:
+        if not device_present(info.device, info.dev):
+            raise OSError(2, "the stick is gone")
+        with StickSession(self._mounter, info, writable=True) as session:
+            return write_report_file(session, text)
+
+    async def close(self) -> None:
+        if self._loop is not None and self._monitor is not None:
+            self._loop.remove_reader(self._monitor.fileno())
+        self._monitor = None
+        self._executor.shutdown(wait=True)
+
+
+def _attr(device: pyudev.Device, name: str) -> str:
+    try:
+        return device.attributes.asstring(name).strip()
+    except (KeyError, UnicodeDecodeError, AttributeError):
+        return ""
+
+
+def _devno(device: pyudev.Device) -> str:
+    return f"{os.major(device.device_number)}:{os.minor(device.device_number)}"

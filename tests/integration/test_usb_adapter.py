@@ -1,0 +1,203 @@
+"""The udev stick adapter against a real systemd-udevd, real loop devices and real mounts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from conjuringd.adapters.udev import UdevSticks
+from conjuringd.config.model import UsbSettings
+from conjuringd.paths import Paths
+from conjuringd.reconcile.model import ImportOutcome, ReportFacts
+from conjuringd.store import SnapshotStore
+from tests.support.udev import (
+    ext4_read, fat_list, fat_read, kill_fuse_for, loops, make_ext4_stick, make_fat_stick, settle, udev_properties, udevd,
+)
+
+pytestmark = pytest.mark.udev
+REPO = Path(__file__).resolve().parents[2]
+LOOPS = UsbSettings(accept=("loop",))
+FACTS = dict(hub_state="serving", hub_urls=("http://10.42.0.1:8989",), users=3, admins=1)
+__all__ = ["loops", "udevd"]
+
+
+def stick_tree(root: Path, users: str | None = None) -> Path:
+    custom = root / "conjuring" / "custom"
+    shutil.copytree(REPO / "custom", custom)
+    if users is not None:
+        (custom / "users.csv").write_text(users)
+    return root
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, usb: UsbSettings = LOOPS, copy_hook=None):
+        self.paths = Paths(tmp_path / "state", tmp_path / "etc", tmp_path / "run", REPO / "custom")
+        for folder in (self.paths.state_dir, self.paths.config_dir, self.paths.runtime_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.home = tmp_path / "homes"
+        self.home.mkdir()
+        self.usb = usb
+        self.sticks = UdevSticks(self.paths, lambda: self.usb, lambda: self.home, copy_hook=copy_hook)
+        self.store = SnapshotStore(self.paths)
+        self.wakes: list[str] = []
+        self.imported: list[tuple[str, dict]] = []
+
+    async def importer(self, folder: str, source: dict) -> ImportOutcome:
+        self.imported.append((folder, source))
+        assert Path(folder).is_dir()
+        return await asyncio.get_running_loop().run_in_executor(None, self.store.import_folder, Path(folder), source)
+
+    async def wait_pending(self, device: str, pending: str = "import", timeout: float = 10):
+        for _ in range(int(timeout / 0.02)):
+            for stick in self.sticks.observe():
+                if stick.device == device and stick.pending == pending:
+                    return stick
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{device} never pending {pending}: {self.sticks.observe()}")
+
+    async def import_and_report(self, device: str) -> str:
+        stick = await self.wait_pending(device)
+        await self.sticks.import_stick(device, stick.key, self.importer)
+        await self.wait_pending(device, "report", timeout=1)
+        state = self.store.state.read()
+        facts = ReportFacts(**FACTS, active_config=state.active, active_source="the stick")
+        await self.sticks.write_report(device, stick.key, facts)
+        assert [s for s in self.sticks.observe() if s.device == device] == []
+        return stick.key
+
+    def media_mounts(self) -> list[str]:
+        return [line for line in open("/proc/self/mountinfo") if str(self.paths.media) in line]
+
+
+@pytest.fixture
+async def harness(tmp_path, udevd):
+    h = Harness(tmp_path)
+    yield h
+    await h.sticks.close()
+
+
+async def test_ext4_stick_is_imported_and_reported(harness, tmp_path, loops):
+    await harness.sticks.start(harness.wakes.append)
+    image = make_ext4_stick(tmp_path / "usb-a.img", stick_tree(tmp_path / "tree"))
+    device = loops.attach(image)
+    await harness.import_and_report(device)
+    assert harness.wakes and harness.wakes[0] == f"stick {device}"
+    folder, source = harness.imported[0]
+    assert source["kind"] == "stick" and source["label"] == "CONJURING" and source["uuid"]
+    assert not Path(folder).exists()  # staging is cleaned up
+    active = harness.store.state.read().active
+    assert (harness.paths.configs / active / "users.csv").read_bytes() == (REPO / "custom/users.csv").read_bytes()
+    assert harness.media_mounts() == []
+    loops.detach(device)
+    report = ext4_read(image, "/conjuring/REPORT.txt").decode()
+    assert "APPLIED" in report and "http://10.42.0.1:8989" in report and "\r\n" in report
+
+
+async def test_fat_stick_with_upper_case_names(harness, tmp_path, loops):
+    await harness.sticks.start(harness.wakes.append)
+    image = make_fat_stick(tmp_path / "usb-f.img", stick_tree(tmp_path / "tree"), upper=True)
+    assert "CONJURING" in fat_list(image, "/")
+    device = loops.attach(image)
+    await harness.import_and_report(device)
+    active = harness.store.state.read().active
+    snapshot = harness.paths.configs / active
+    assert (snapshot / "users.csv").read_bytes() == (REPO / "custom/users.csv").read_bytes()
+    assert (snapshot / "shared" / "WELCOME.IPYNB").exists()
+    assert harness.media_mounts() == []
+    loops.detach(device)
+    report = fat_read(image, "CONJURING/REPORT.txt").decode()
+    assert "APPLIED" in report and "http://10.42.0.1:8989" in report
+
+
+async def test_stick_already_attached_at_start(harness, tmp_path, loops):
+    device = loops.attach(make_ext4_stick(tmp_path / "usb-a.img", stick_tree(tmp_path / "tree")))
+    settle()
+    await harness.sticks.start(harness.wakes.append)
+    assert [s.device for s in harness.sticks.observe()] == [device]
+    await harness.import_and_report(device)
+    assert harness.store.state.read().active
+
+
+async def test_reattach_is_a_new_insertion_and_unchanged(harness, tmp_path, loops):
+    await harness.sticks.start(harness.wakes.append)
+    image = make_ext4_stick(tmp_path / "usb-a.img", stick_tree(tmp_path / "tree"))
+    device = loops.attach(image)
+    first = await harness.import_and_report(device)
+    loops.detach(device)
+    await asyncio.sleep(0.3)
+    device = loops.attach(image)
+    second = await harness.import_and_report(device)
+    assert second != first
+    loops.detach(device)
+    assert "UNCHANGED" in ext4_read(image, "/conjuring/REPORT.txt").decode()
+
+
+async def test_default_policy_usb_identity_accepted_plain_loop_ignored(tmp_path, udevd, loops):
+    h = Harness(tmp_path, usb=UsbSettings())
+    try:
+        with capture_logs() as logs:
+            await h.sticks.start(h.wakes.append)
+            plain = loops.attach(make_ext4_stick(tmp_path / "plain.img", stick_tree(tmp_path / "t1")))
+            usb = loops.attach(make_ext4_stick(tmp_path / "usb-b.img", stick_tree(tmp_path / "t2")))
+            await h.wait_pending(usb)
+            settle()
+            await asyncio.sleep(0.2)
+        assert udev_properties(usb).get("ID_BUS") == "usb" and "ID_BUS" not in udev_properties(plain)
+        assert [s.device for s in h.sticks.observe()] == [usb]
+        ignored = [e for e in logs if e["event"] == "device_ignored" and e["device"] == plain]
+        assert ignored and "accepted kinds" in ignored[0]["reason"]
+    finally:
+        await h.sticks.close()
+
+
+async def test_removed_stick_drops_pending_work(harness, tmp_path, loops):
+    await harness.sticks.start(harness.wakes.append)
+    device = loops.attach(make_ext4_stick(tmp_path / "usb-a.img", stick_tree(tmp_path / "tree")))
+    stick = await harness.wait_pending(device)
+    loops.detach(device)
+    for _ in range(200):
+        if not harness.sticks.observe():
+            break
+        await asyncio.sleep(0.02)
+    assert harness.sticks.observe() == ()
+    await harness.sticks.import_stick(device, stick.key, harness.importer)  # stale work: nothing happens
+    assert harness.imported == []
+
+
+async def test_not_a_conjuring_stick_is_dropped_quietly(harness, tmp_path, loops):
+    await harness.sticks.start(harness.wakes.append)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
+    device = loops.attach(make_ext4_stick(tmp_path / "usb-p.img", tmp_path / "photos"))
+    stick = await harness.wait_pending(device)
+    await harness.sticks.import_stick(device, stick.key, harness.importer)
+    assert harness.imported == [] and harness.sticks.observe() == () and harness.media_mounts() == []
+
+
+async def test_invalid_users_csv_report_lists_problems(harness, tmp_path, loops):
+    await harness.sticks.start(harness.wakes.append)
+    broken = "name,password,admin\nana,secret1,yes\nbob,secret2\nana,secret3,no\n"
+    image = make_ext4_stick(tmp_path / "usb-a.img", stick_tree(tmp_path / "tree", users=broken))
+    device = loops.attach(image)
+    await harness.import_and_report(device)
+    loops.detach(device)
+    report = ext4_read(image, "/conjuring/REPORT.txt").decode()
+    assert "INVALID" in report
+    assert "users.csv:4" in report and "duplicate" in report, report
+    assert "http://10.42.0.1:8989" in report
+
+
+async def test_read_only_stick_report_is_dropped(harness, tmp_path, loops):
+    await harness.sticks.start(harness.wakes.append)
+    image = make_ext4_stick(tmp_path / "usb-a.img", stick_tree(tmp_path / "tree"))
+    device = loops.attach(image, read_only=True)
+    with capture_logs() as logs:
+        await harness.import_and_report(device)
+    assert harness.store.state.read().active
+    assert any(e["event"] == "report_not_written" for e in logs)
+    assert harness.media_mounts() == []

@@ -1,0 +1,173 @@
+"""A real systemd-udevd for tests, and loop-device "sticks" (ext4 and FAT images).
+
+udevd runs in a private mount namespace whose rules dir holds only the block
+rules plus a test rule that gives loop devices backed by `*/usb-*.img` the USB
+identity (ID_BUS=usb), so the default stick policy can be tested with loop
+devices. In CI (CI=true) a missing component fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+UDEVD = "/lib/systemd/systemd-udevd"
+RULES = ("50-udev-default.rules", "60-block.rules", "60-persistent-storage.rules", "99-systemd.rules")
+USB_RULE = (
+    'SUBSYSTEM=="block", KERNEL=="loop*", ATTR{loop/backing_file}=="*/usb-*.img", '
+    'ENV{ID_BUS}="usb", ENV{ID_USB_DRIVER}="usb-storage"\n'
+)
+MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+
+
+def unavailable(reason: str) -> None:
+    """Skip, or fail in CI where every component must be present."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"required for CI: {reason}")
+    pytest.skip(reason)
+
+
+def udevd_running() -> bool:
+    return subprocess.run(["udevadm", "control", "--ping", "-t", "2"], capture_output=True).returncode == 0
+
+
+class Udevd:
+    """Our own systemd-udevd; reuses one that already answers (then leaves it running)."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Udevd":
+        if os.geteuid() != 0:
+            unavailable("udev tests need root (loop devices, mounts, udevd)")
+        for tool in (UDEVD, "/usr/sbin/losetup", "/usr/sbin/mkfs.ext4", "/usr/sbin/mkfs.vfat", "/usr/bin/mcopy", "/usr/bin/fusefat"):
+            if not os.path.exists(tool):
+                unavailable(f"{tool} is not installed (.ci/install-deps.sh)")
+        if udevd_running():
+            return self
+        rules, empty = self.workdir / "rules", self.workdir / "empty"
+        rules.mkdir(parents=True, exist_ok=True)
+        empty.mkdir(exist_ok=True)
+        for name in RULES:
+            shutil.copy(f"/usr/lib/udev/rules.d/{name}", rules / name)
+        (rules / "90-conjuring-test-usb.rules").write_text(USB_RULE)
+        script = (f"mount --bind {rules} /usr/lib/udev/rules.d && mount --bind {empty} /etc/udev/rules.d "
+                  f"&& exec {UDEVD}")
+        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                                     stdout=open(self.workdir / "udevd.log", "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while not udevd_running():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                unavailable(f"systemd-udevd did not start: {(self.workdir / 'udevd.log').read_text()[-500:]}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def settle() -> None:
+    subprocess.run(["udevadm", "settle", "-t", "10"], check=False)
+
+
+# --- stick images -------------------------------------------------------------------
+
+
+def make_ext4_stick(image: Path, tree: Path, label: str = "CONJURING", size_mb: int = 32) -> Path:
+    image.unlink(missing_ok=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", label, "-d", str(tree), str(image), f"{size_mb}M"], check=True)
+    return image
+
+
+def make_fat_stick(image: Path, tree: Path, label: str = "CONJFAT", size_mb: int = 32, upper: bool = True) -> Path:
+    """A FAT image filled with mtools; `upper` stores every name in upper case (8.3 style)."""
+    image.unlink(missing_ok=True)
+    subprocess.run(["mkfs.vfat", "-C", "-n", label, str(image), str(size_mb * 1024)], check=True, capture_output=True)
+    for dirpath, dirnames, filenames in os.walk(tree):
+        rel = Path(dirpath).relative_to(tree)
+        for name in sorted(dirnames):
+            subprocess.run(["mmd", "-i", str(image), "::" + fat_name(rel / name, upper)], check=True, env=MTOOLS_ENV)
+        for name in sorted(filenames):
+            subprocess.run(["mcopy", "-i", str(image), str(Path(dirpath) / name), "::" + fat_name(rel / name, upper)],
+                           check=True, env=MTOOLS_ENV)
+    return image
+
+
+def fat_name(rel: Path, upper: bool) -> str:
+    text = rel.as_posix()
+    return text.upper() if upper else text
+
+
+def fat_read(image: Path, path: str) -> bytes:
+    return subprocess.run(["mtype", "-i", str(image), "::" + path], check=True, capture_output=True, env=MTOOLS_ENV).stdout
+
+
+def fat_list(image: Path, path: str) -> str:
+    return subprocess.run(["mdir", "-b", "-i", str(image), "::" + path], capture_output=True, text=True, env=MTOOLS_ENV).stdout
+
+
+def ext4_read(image: Path, path: str) -> bytes:
+    return subprocess.run(["debugfs", "-R", f"cat {path}", str(image)], check=True, capture_output=True).stdout
+
+
+# --- loop devices ----------------------------------------------------------------------
+
+
+class Loops:
+    """Attach images as loop devices; everything still attached is detached at the end."""
+
+    def __init__(self):
+        self.attached: list[str] = []
+
+    def attach(self, image: Path, *, read_only: bool = False) -> str:
+        args = ["losetup", "-f", "--show", *(["-r"] if read_only else []), str(image)]
+        device = subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
+        self.attached.append(device)
+        return device
+
+    def detach(self, device: str) -> None:
+        subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
+        if device in self.attached:
+            self.attached.remove(device)
+
+    def close(self) -> None:
+        for device in list(self.attached):
+            self.detach(device)
+
+
+def udev_properties(device: str) -> dict[str, str]:
+    out = subprocess.run(["udevadm", "info", "-q", "property", device], capture_output=True, text=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def kill_fuse_for(mount_point: Path) -> None:
+    """Simulate a pulled FAT stick: the FUSE helper dies, reads fail with ENOTCONN."""
+    out = subprocess.run(["pgrep", "-f", f"fusefat .* {mount_point}$"], capture_output=True, text=True).stdout
+    for pid in out.split():
+        os.kill(int(pid), 9)
+
+
+@pytest.fixture(scope="session")
+def udevd(tmp_path_factory):
+    daemon = Udevd(tmp_path_factory.mktemp("udevd")).start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def loops():
+    tracker = Loops()
+    yield tracker
+    tracker.close()
