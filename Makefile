@@ -31,3 +31,12 @@ clean:
 
 run: venv
 	bash scripts/run-main-job.sh
+
+# Appliance packaging (issue 6): dist/conjuringd_<version>_all.deb, lintian-clean.
+.PHONY: deb system-test
+deb: deps
+	bash packaging/build-deb.sh --lintian
+
+# The installed .deb in a container that boots systemd (needs root and dockerd).
+system-test: venv
+	$(PY) -m pytest -ra -m system tests/system $(PYTEST_ARGS)
