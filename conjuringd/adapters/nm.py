@@ -10,39 +10,23 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from importlib import resources
 
 import structlog
-from dbus_next import BusType, Message, MessageType
-from dbus_next.aio import MessageBus
+from dbus_next import Message, MessageType
 from dbus_next.errors import DBusError
-from dbus_next.introspection import Node
 
 from conjuringd.adapters import nm_settings as nms
+from conjuringd.adapters.nm_bus import (
+    I_ACTIVE, I_CONN, I_DEVICE, I_IP4, I_NM, I_PROPS, I_SETTINGS, I_WIFI, NM, NM_PATH, OBJECT_GONE, SETTINGS_PATH,
+    NMBus,
+)
+from conjuringd.adapters.protocols import Wake
 from conjuringd.config.model import NetworkSettings
 from conjuringd.config.problems import TransientError
 from conjuringd.reconcile.model import NetworkObserved
-from conjuringd.adapters.protocols import Wake
 
 log = structlog.get_logger(__name__)
 
-NM = "org.freedesktop.NetworkManager"
-NM_PATH = "/org/freedesktop/NetworkManager"
-SETTINGS_PATH = NM_PATH + "/Settings"
-I_NM, I_SETTINGS, I_CONN = NM, NM + ".Settings", NM + ".Settings.Connection"
-I_ACTIVE, I_DEVICE, I_WIFI, I_IP4 = NM + ".Connection.Active", NM + ".Device", NM + ".Device.Wireless", NM + ".IP4Config"
-I_PROPS = "org.freedesktop.DBus.Properties"
-KINDS = {
-    "nm": (I_NM,), "settings": (I_SETTINGS,), "conn": (I_CONN,), "active": (I_ACTIVE,),
-    "device": (I_DEVICE, I_WIFI), "ip4": (I_IP4,),
-}
-NM_GONE = {
-    "org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner",
-    "org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Disconnected",
-}
-OBJECT_GONE = {"org.freedesktop.DBus.Error.UnknownObject", "org.freedesktop.DBus.Error.UnknownMethod",
-               "org.freedesktop.DBus.Error.UnknownInterface"}
-MATCH_NM = f"type='signal',sender='{NM}'"
 WATCHED = (NM, I_PROPS, "org.freedesktop.DBus.ObjectManager")  # signal interfaces that change what we cache
 
 
@@ -84,25 +68,13 @@ class Device:
     active: str
 
 
-def _node(kind: str) -> Node:
-    folder = resources.files("conjuringd.adapters") / "nm_introspection"
-    interfaces = []
-    for name in KINDS[kind] + (I_PROPS,):
-        interfaces += Node.parse((folder / f"{name}.xml").read_text()).interfaces
-    return Node(None, interfaces=interfaces)
-
-
 class NetworkManagerAdapter:
     """`NetworkAdapter` on NetworkManager's D-Bus API. `calls` counts method calls sent."""
 
     def __init__(self, bus_address: str | None = None, *, activation_timeout: float = 60.0,
                  call_timeout: float = 25.0):
-        self._address = bus_address
         self._activation_timeout = activation_timeout
-        self._call_timeout = call_timeout
-        self._nodes = {kind: _node(kind) for kind in KINDS}
-        self._bus: MessageBus | None = None
-        self._proxies: dict = {}
+        self._nm = NMBus(bus_address, call_timeout, self._on_message, lambda: self._forget(owner_changed=True))
         self._wake: Wake | None = None
         self._gen = {"settings": 0, "state": 0, "owner": 0}
         self._cache: dict = {}  # "settings" / "state" -> (generation, value)
@@ -111,9 +83,12 @@ class NetworkManagerAdapter:
         self._device_failures: dict[str, int] = {}  # device path -> last failure reason, from signals
         self._active_ids: dict[str, str] = {}
         self._tick = asyncio.Event()
-        self._nm_up: bool | None = None
         self._serve = ""
-        self.calls = 0
+
+    @property
+    def calls(self) -> int:
+        """D-Bus method calls sent so far (for the benchmark and the idle-observe tests)."""
+        return self._nm.calls
 
     # --- the protocol ------------------------------------------------------------
 
@@ -125,13 +100,7 @@ class NetworkManagerAdapter:
             pass  # already logged once; observe() raises it again for the reconciler's back-off
 
     async def close(self) -> None:
-        bus, self._bus = self._bus, None
-        if bus is not None:
-            bus.disconnect()
-            try:
-                await asyncio.wait_for(bus.wait_for_disconnect(), 5)
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - closing, nothing left to do
-                pass
+        await self._nm.close()
 
     async def observe(self, spec: NetworkSettings) -> NetworkObserved:
         self._serve = spec.serve
@@ -215,13 +184,13 @@ class NetworkManagerAdapter:
             raise ActivationFailed(spec.serve, "no suitable device", "no Wi-Fi device supports access point mode")
         wanted = self._wanted_hotspot(spec, dev.interface)
         if conn is None:
-            path = await self._call(SETTINGS_PATH, "settings", I_SETTINGS, "AddConnection", wanted)
+            path = await self._nm.call(SETTINGS_PATH, "settings", I_SETTINGS, "AddConnection", wanted)
             log.info("hotspot_created", connection=spec.serve, uuid=nms.hotspot_uuid(spec.serve),
                      ssid=spec.hotspot.ssid, interface=dev.interface)
             return path, dev.path, True
         differ = nms.settings_differ(wanted, conn.settings)
         if differ:
-            await self._call(conn.path, "conn", I_CONN, "Update", wanted)
+            await self._nm.call(conn.path, "conn", I_CONN, "Update", wanted)
             log.info("hotspot_updated", connection=spec.serve, changed=list(differ), interface=dev.interface)
         return conn.path, dev.path, bool(differ)
 
@@ -230,7 +199,7 @@ class NetworkManagerAdapter:
     async def _activate(self, conn_path: str, device: str, name: str) -> None:
         started = asyncio.get_running_loop().time()
         try:
-            ac = await self._call(NM_PATH, "nm", I_NM, "ActivateConnection", conn_path, device, "/")
+            ac = await self._nm.call(NM_PATH, "nm", I_NM, "ActivateConnection", conn_path, device, "/")
         except DBusError as exc:
             raise ActivationFailed(name, nms.dbus_error_words(exc.type), exc.text) from exc
         await self._follow(ac, name, device)
@@ -270,7 +239,7 @@ class NetworkManagerAdapter:
 
     async def _get_state(self, ac: str) -> int:
         try:
-            return (await self._props(ac, "active", I_ACTIVE)).get("State", nms.AC_UNKNOWN)
+            return (await self._nm.props(ac, "active", I_ACTIVE)).get("State", nms.AC_UNKNOWN)
         except DBusError as exc:
             if exc.type in OBJECT_GONE:
                 return nms.AC_DEACTIVATED  # gone before we could look: it did not come up
@@ -285,19 +254,17 @@ class NetworkManagerAdapter:
         _, actives, _ = await self._world()
         for active in actives:
             if active.id == conn_id:
-                await self._call(NM_PATH, "nm", I_NM, "DeactivateConnection", active.path)
+                await self._nm.call(NM_PATH, "nm", I_NM, "DeactivateConnection", active.path)
 
     # --- the cache of NetworkManager's world ---------------------------------------
 
     async def _world(self) -> tuple[tuple[Conn, ...], tuple[Active, ...], tuple[Device, ...]]:
         async with self._refresh_lock:
-            await self._connect()
+            await self._nm.connect()
             conns = await self._cached("settings", self._read_connections)
             actives, devices = await self._cached("state", self._read_runtime)
         self._active_ids = {a.path: a.id for a in actives}
-        if self._nm_up is not True:
-            log.info("networkmanager_available", connections=len(conns), devices=len(devices))
-            self._nm_up = True
+        self._nm.mark_up(connections=len(conns), devices=len(devices))
         return conns, actives, devices
 
     async def _cached(self, part: str, read):
@@ -311,12 +278,12 @@ class NetworkManagerAdapter:
 
     async def _read_connections(self) -> tuple[Conn, ...]:
         conns = []
-        for path in await self._call(SETTINGS_PATH, "settings", I_SETTINGS, "ListConnections"):
+        for path in await self._nm.call(SETTINGS_PATH, "settings", I_SETTINGS, "ListConnections"):
             try:
-                settings = nms.plain(await self._call(path, "conn", I_CONN, "GetSettings"))
+                settings = nms.plain(await self._nm.call(path, "conn", I_CONN, "GetSettings"))
                 conn = settings.get("connection", {})
                 if conn.get("uuid") == nms.hotspot_uuid(conn.get("id", "")):
-                    secrets = nms.plain(await self._call(path, "conn", I_CONN, "GetSecrets", "802-11-wireless-security"))
+                    secrets = nms.plain(await self._nm.call(path, "conn", I_CONN, "GetSecrets", "802-11-wireless-security"))
                     settings.setdefault("802-11-wireless-security", {}).update(secrets.get("802-11-wireless-security", {}))
             except DBusError as exc:
                 if exc.type in OBJECT_GONE:
@@ -327,21 +294,21 @@ class NetworkManagerAdapter:
         return tuple(conns)
 
     async def _read_runtime(self) -> tuple[tuple[Active, ...], tuple[Device, ...]]:
-        manager = await self._props(NM_PATH, "nm", I_NM)
+        manager = await self._nm.props(NM_PATH, "nm", I_NM)
         actives, devices = [], []
         try:
             for path in manager.get("ActiveConnections", []):
-                props = await self._props(path, "active", I_ACTIVE)
+                props = await self._nm.props(path, "active", I_ACTIVE)
                 ip4 = props.get("Ip4Config", "/")
-                data = (await self._props(ip4, "ip4", I_IP4)).get("AddressData", []) if ip4 != "/" else []
+                data = (await self._nm.props(ip4, "ip4", I_IP4)).get("AddressData", []) if ip4 != "/" else []
                 actives.append(Active(path, props.get("Connection", "/"), props.get("Id", ""), props.get("Uuid", ""),
                                       props.get("State", 0), tuple(props.get("Devices", ())),
                                       tuple(d["address"].value for d in data if "address" in d)))
             for path in manager.get("Devices", []):
-                props = await self._props(path, "device", I_DEVICE)
+                props = await self._nm.props(path, "device", I_DEVICE)
                 caps = 0
                 if props.get("DeviceType") == nms.DEVICE_TYPE_WIFI:
-                    caps = (await self._props(path, "device", I_WIFI)).get("WirelessCapabilities", 0)
+                    caps = (await self._nm.props(path, "device", I_WIFI)).get("WirelessCapabilities", 0)
                 devices.append(Device(path, props.get("Interface", ""), props.get("DeviceType", 0), caps,
                                       props.get("ActiveConnection", "/")))
         except DBusError as exc:
@@ -350,73 +317,12 @@ class NetworkManagerAdapter:
             self._gen["state"] += 1  # something vanished mid-read: read again next time
         return tuple(actives), tuple(devices)
 
-    # --- the bus -------------------------------------------------------------------
-
-    async def _connect(self) -> MessageBus:
-        if self._bus is not None and self._bus.connected:
-            return self._bus
-        self._forget(owner_changed=self._bus is not None)
-        try:
-            kind = {"bus_address": self._address} if self._address else {"bus_type": BusType.SYSTEM}
-            bus = await asyncio.wait_for(MessageBus(**kind).connect(), self._call_timeout)
-            send = bus.send
-
-            def counting_send(msg: Message):
-                if msg.message_type is MessageType.METHOD_CALL:
-                    self.calls += 1
-                return send(msg)
-
-            bus.send = counting_send
-            bus.add_message_handler(self._on_message)
-            reply = await asyncio.wait_for(bus.call(Message(
-                destination="org.freedesktop.DBus", path="/org/freedesktop/DBus", interface="org.freedesktop.DBus",
-                member="AddMatch", signature="s", body=[MATCH_NM])), self._call_timeout)
-            if reply.message_type is MessageType.ERROR:
-                raise OSError(f"AddMatch refused: {reply.body}")
-        except (OSError, EOFError, asyncio.TimeoutError, DBusError, ValueError) as exc:
-            self._down(f"system bus unreachable: {exc}")
-            raise TransientError(f"the system bus is unreachable: {exc}") from exc
-        self._bus = bus
-        return bus
-
-    def _proxy(self, path: str, kind: str):
-        key = (path, kind)
-        if key not in self._proxies:
-            self._proxies[key] = self._bus.get_proxy_object(NM, path, self._nodes[kind])
-        return self._proxies[key]
-
-    async def _call(self, path: str, kind: str, iface: str, member: str, *args):
-        bus = await self._connect()
-        snake = "".join("_" + c.lower() if c.isupper() else c for c in member).lstrip("_")
-        method = getattr(self._proxy(path, kind).get_interface(iface), "call_" + snake)
-        try:
-            return await asyncio.wait_for(method(*args), self._call_timeout)
-        except DBusError as exc:
-            if exc.type in NM_GONE:
-                self._down("NetworkManager is not on the bus")
-                raise TransientError("NetworkManager is not running") from exc
-            raise
-        except asyncio.TimeoutError as exc:
-            self._down(f"no answer to {member} in {self._call_timeout:g} s")
-            raise TransientError(f"NetworkManager did not answer {member}") from exc
-        except (EOFError, OSError) as exc:
-            bus.disconnect()
-            self._down(f"system bus connection lost: {exc}")
-            raise TransientError("lost the system bus connection") from exc
-
-    async def _props(self, path: str, kind: str, iface: str) -> dict:
-        values = await self._call(path, kind, I_PROPS, "GetAll", iface)
-        return {name: variant.value for name, variant in values.items()}
-
-    def _down(self, why: str) -> None:
-        if self._nm_up is not False:
-            log.warning("networkmanager_unavailable", reason=why)
-            self._nm_up = False
+    # --- bookkeeping -----------------------------------------------------------------
 
     def _forget(self, owner_changed: bool) -> None:
         if owner_changed:
             self._gen["owner"] += 1
-        self._proxies.clear()
+        self._nm.forget_proxies()
         self._cache.clear()
         self._ac_states.clear()
         self._device_failures.clear()
@@ -462,7 +368,7 @@ class NetworkManagerAdapter:
             log.info("networkmanager_appeared")
             self._wake_up("network: NetworkManager started")
         else:
-            self._down("NetworkManager left the bus")
+            self._nm.down("NetworkManager left the bus")
             self._wake_up("network: NetworkManager stopped")
 
     def _wake_up(self, reason: str) -> None:
