@@ -1,0 +1,127 @@
+"""The real conjuringd process with --usb udev: sticks on loop devices change the active configuration."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from conjuringd.store import config_digest
+from tests.support.daemon import REPO, Daemon
+from tests.support.udev import ext4_read, fat_read, loops, make_ext4_stick, make_fat_stick, settle, udevd
+
+pytestmark = pytest.mark.udev
+__all__ = ["loops", "udevd"]
+
+
+def stick_tree(root: Path, users_extra: str = "") -> Path:
+    custom = root / "conjuring" / "custom"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(REPO / "custom", custom)
+    if users_extra:
+        with open(custom / "users.csv", "a") as f:
+            f.write(users_extra)
+    return root
+
+
+@pytest.fixture
+def daemon(tmp_path, udevd):
+    (tmp_path / "d").mkdir()
+    d = Daemon(tmp_path / "d", args=["--hub", "none", "--network", "none", "--usb", "udev"])
+    d.config_dir.mkdir(parents=True)
+    (d.config_dir / "conjuring.toml").write_text('[usb]\naccept = ["loop"]\n')
+    yield d
+    d.close()
+
+
+def wait_active(daemon: Daemon, config_hash: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if daemon.state().get("active") == config_hash and daemon.status().get("active_config") == config_hash:
+                return
+        except (OSError, ValueError):
+            pass
+        if daemon.proc.poll() is not None:
+            raise AssertionError(f"daemon died:\n{daemon.log_path.read_text()[-3000:]}")
+        time.sleep(0.05)
+    raise AssertionError(f"{config_hash[:12]} never active:\n{daemon.log_path.read_text()[-4000:]}")
+
+
+def test_ext4_stick_attach_edit_reattach_unchanged(daemon, tmp_path, loops):
+    daemon.start()
+    daemon.wait_event("ready")
+    daemon.wait_event("converged")
+    local = daemon.state()["active"]
+
+    tree = stick_tree(tmp_path / "t", "stickuser,pw-123456,\n")
+    image = make_ext4_stick(tmp_path / "usb-a.img", tree)
+    device = loops.attach(image)
+    first = config_digest(tree / "conjuring" / "custom")
+    assert first != local
+    wait_active(daemon, first)
+    assert "stick" in str(daemon.status().get("active_source")).lower()
+    daemon.wait_event("report_written", count=1)
+    loops.detach(device)
+    assert "APPLIED" in ext4_read(image, "/conjuring/REPORT.txt").decode()
+
+    tree = stick_tree(tmp_path / "t", "stickuser,pw-123456,\nsecond,pw-654321,yes\n")
+    make_ext4_stick(image, tree)
+    device = loops.attach(image)
+    second = config_digest(tree / "conjuring" / "custom")
+    wait_active(daemon, second)
+    daemon.wait_event("report_written", count=2)
+    loops.detach(device)
+
+    passes = len(daemon.events("converged"))
+    device = loops.attach(image)
+    daemon.wait_event("import", count=1, result="unchanged")
+    daemon.wait_event("report_written", count=3)
+    loops.detach(device)
+    assert daemon.state()["active"] == second
+    assert len(daemon.events("converged")) <= passes + 1  # at most the pass that imported "unchanged"
+    assert [e for e in daemon.events("config_activated")][-1]["config"] == second[:12]
+    assert "UNCHANGED" in ext4_read(image, "/conjuring/REPORT.txt").decode()
+    assert daemon.proc.poll() is None
+
+
+def test_fat_stick_with_upper_case_names(daemon, tmp_path, loops):
+    daemon.start()
+    daemon.wait_event("converged")
+    tree = stick_tree(tmp_path / "t", "fatuser,pw-123456,\n")
+    image = make_fat_stick(tmp_path / "usb-f.img", tree, upper=True)
+    device = loops.attach(image)
+    daemon.wait_event("report_written", timeout=30)
+    loops.detach(device)
+    active = daemon.state()["active"]
+    snapshot = daemon.state_dir / "configs" / active
+    assert "fatuser" in (snapshot / "users.csv").read_text()
+    assert (snapshot / "shared" / "WELCOME.IPYNB").exists()
+    report = fat_read(image, "CONJURING/REPORT.txt").decode()
+    assert "APPLIED" in report
+
+
+def test_stick_attached_before_start_is_imported(daemon, tmp_path, loops):
+    tree = stick_tree(tmp_path / "t", "early,pw-123456,\n")
+    loops.attach(make_ext4_stick(tmp_path / "usb-e.img", tree))
+    settle()
+    daemon.start()
+    wait_active(daemon, config_digest(tree / "conjuring" / "custom"))
+
+
+def test_broken_users_csv_report_has_every_problem(daemon, tmp_path, loops):
+    daemon.start()
+    daemon.wait_event("converged")
+    local = daemon.state()["active"]
+    tree = stick_tree(tmp_path / "t")
+    (tree / "conjuring/custom/users.csv").write_text("name,password,admin\nana,pw-111111,yes\nana,pw-222222,no\n,pw-333333,\n")
+    image = make_ext4_stick(tmp_path / "usb-x.img", tree)
+    device = loops.attach(image)
+    daemon.wait_event("report_written", timeout=30)
+    loops.detach(device)
+    assert daemon.state()["active"] == local
+    report = ext4_read(image, "/conjuring/REPORT.txt").decode()
+    assert "INVALID" in report
+    assert "users.csv:3" in report and "users.csv:4" in report, report
