@@ -223,6 +223,7 @@ class NetworkManagerAdapter:
                     continue
                 state, reason = current
                 if state == nms.AC_ACTIVATED:
+                    self._active_ids[ac] = name  # so a later deactivation behind our back wakes the reconciler
                     return
                 if state == nms.AC_DEACTIVATED:
                     raise ActivationFailed(name, nms.active_reason_words(reason), self._device_detail(device))

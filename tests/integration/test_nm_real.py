@@ -243,3 +243,57 @@ async def _settle(adapter: NetworkManagerAdapter, quiet: float = 0.3) -> None:
             await asyncio.sleep(0.05)
         if adapter.calls == before:
             return
+
+
+def dhcp_settings(conn_id: str, interface: str) -> dict:
+    """A DHCP profile on a veth whose peer runs no DHCP server: it stays 'activating'."""
+    return {
+        "connection": {"id": Variant("s", conn_id), "uuid": Variant("s", str(uuid.uuid4())),
+                       "type": Variant("s", "802-3-ethernet"), "interface-name": Variant("s", interface),
+                       "autoconnect": Variant("b", False)},
+        "ipv4": {"method": Variant("s", "auto")},
+        "ipv6": {"method": Variant("s", "ignore")},
+    }
+
+
+async def test_activation_timeout_is_reported(real_nm):  # noqa: F811
+    async with NMClient(real_nm.bus.address) as client:
+        await client.add_connection(dhcp_settings("slow", "veth0"))
+    adapter = NetworkManagerAdapter(real_nm.bus.address, activation_timeout=1.0)
+    try:
+        with pytest.raises(ActivationFailed) as caught:
+            await adapter.activate_serve(NetworkSettings(serve="slow"))
+        assert caught.value.reason == "timed out"
+        assert "still activating" in str(caught.value)
+    finally:
+        await adapter.close()
+
+
+async def test_failed_build_network_still_restores_serve(real_nm):  # noqa: F811
+    async with NMClient(real_nm.bus.address) as client:
+        await client.add_connection(dhcp_settings("slow-build", "veth1"))
+        adapter = NetworkManagerAdapter(real_nm.bus.address, activation_timeout=1.0)
+        spec = NetworkSettings(serve="serve", build="slow-build")
+        try:
+            await adapter.activate_serve(spec)
+            with pytest.raises(ActivationFailed, match="timed out"):
+                async with adapter.build_network(spec):
+                    raise AssertionError("the block must not run without its network")
+            assert (await client.active())["serve"][1] == ACTIVATED
+        finally:
+            await adapter.close()
+
+
+async def test_networkmanager_refusal_in_words(adapter, real_nm):  # noqa: F811
+    wifi_client = {
+        "connection": {"id": Variant("s", "Office"), "uuid": Variant("s", str(uuid.uuid4())),
+                       "type": Variant("s", "802-11-wireless"), "interface-name": Variant("s", "wlan0")},
+        "802-11-wireless": {"ssid": Variant("ay", b"office"), "mode": Variant("s", "infrastructure")},
+    }
+    async with NMClient(real_nm.bus.address) as client:
+        await client.add_connection(wifi_client)
+    await until(lambda: _async(any("connection added" in w for w in adapter.wakes)), what="a wake")
+    with pytest.raises(ActivationFailed) as caught:
+        await adapter.activate_serve(NetworkSettings(serve="Office"))
+    assert caught.value.reason == "no suitable device"
+    assert "No suitable device found" in caught.value.detail
