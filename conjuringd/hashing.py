@@ -56,8 +56,10 @@ def image_layers(config: CustomConfig) -> tuple[tuple[str, str], ...]:
     hub = config.settings.hub
     inputs: list[tuple[str, tuple[bytes | str, ...]]] = [
         ("base", (config.base_dockerfile, hub.base_image)),
-        ("core", ()),
+        # certs before core, as the renderer builds them: the core's pip install
+        # already goes through a school's TLS proxy, so a certs change rebuilds the core
         ("certs", tuple(part for name, pem in sorted(config.certs) for part in (name, pem))),
+        ("core", ()),
         ("apt", tuple(sorted(config.apt_packages))),
         ("environment", (config.environment,)),
     ]

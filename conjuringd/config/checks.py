@@ -152,13 +152,18 @@ def _check_dependency(dep: Any, node: yaml.Node | None, file: str) -> list[Probl
 
 
 def check_dockerfile(text: str, file: str) -> tuple[str, list[Problem]]:
-    """The image of the last FROM (the stage the hub builds on), and problems."""
+    """The image of its single FROM (the hub's base image), and problems."""
     args: dict[str, str] = {}
     image, problems, seen_from = "", [], False
     for line, instruction, rest in _instructions(text):
         if instruction == "ARG" and not seen_from:
             name, _, default = rest.partition("=")
             args[name.strip()] = default.strip().strip("\"'")
+        elif instruction == "FROM" and seen_from:
+            problems.append(
+                error(file, line, "a second FROM: base.Dockerfile must be a single stage (its FROM chooses the "
+                      "base image and the lines after it are added to the hub image)")
+            )
         elif instruction == "FROM":
             seen_from = True
             words = [w for w in rest.split() if not w.startswith("--")]

@@ -23,10 +23,14 @@ from conjuringd.config.problems import Problem, error, warning
 
 MACHINE_ONLY = frozenset({"usb"})
 USB_ACCEPT = ("usb", "removable", "loop", "mmc", "any")
+# Channels NetworkManager accepts per band (the same table as adapters/nm_settings.py,
+# which checked it against the real NetworkManager; a unit test keeps them equal).
 CHANNELS = {
     "bg": frozenset(range(1, 15)),
-    "a": frozenset([36, 40, 44, 48, 52, 56, 60, 64, 100, 104, 108, 112, 116, 120, 124, 128, 132, 136, 140, 144,
-                    149, 153, 157, 161, 165, 169, 173, 177]),
+    "a": frozenset(
+        [7, 8, 9, 11, 12, 16, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 56, 58, 60, 64, 100, 104, 108, 112, 116,
+         120, 124, 128, 132, 136, 140, 149, 152, 153, 157, 160, 161, 165, 183, 184, 185, 187, 188, 192, 196]
+    ),
 }
 MEM_RE = re.compile(r"[0-9]+(\.[0-9]+)?[KMGTkmgt]?")
 IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
@@ -203,6 +207,8 @@ def _range(low: float, high: float | None = None) -> Any:
 
 
 def _passphrase(value: str) -> str:
+    if len(value) == 64:  # a raw WPA key rather than a passphrase
+        return "" if all(c in "0123456789abcdefABCDEF" for c in value) else "a 64-character WPA key must be hexadecimal"
     if value and not 8 <= len(value) <= 63:
         return f"a WPA passphrase needs 8 to 63 characters, this one has {len(value)}"
     if value and not all(0x20 <= ord(c) < 0x7F for c in value):

@@ -141,11 +141,17 @@ def test_invalid_apt_names(token, reason):
         ("FROM debian:bookworm\n", "debian:bookworm"),
         ("# syntax=docker/dockerfile:1\n\nARG V=22.04\nFROM ubuntu:${V} AS base\n", "ubuntu:22.04"),
         ("from --platform=linux/amd64 python:3.11-slim as b\nRUN x\n", "python:3.11-slim"),
-        ("FROM a AS one\nRUN x \\\n  y\nFROM b\n", "b"),
+        ("FROM a AS one\nRUN x \\\n  y\nENV A=b\n", "a"),
     ],
 )
 def test_dockerfile_base_image(text, image):
     assert check_dockerfile(text, "custom/base.Dockerfile") == (image, [])
+
+
+def test_dockerfile_with_two_stages_is_refused():
+    image, problems = check_dockerfile("FROM a AS one\nRUN x \\\n  y\nFROM b\n", "custom/base.Dockerfile")
+    assert [(p.line, p.severity.value) for p in problems] == [(4, "error")]
+    assert "a second FROM: base.Dockerfile must be a single stage" in problems[0].message
 
 
 def test_dockerfile_unresolved_variable_warns():

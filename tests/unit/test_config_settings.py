@@ -45,12 +45,14 @@ def one_problem(text: str, machine: bool = True):
         ("[hub]\nkeep_images = 0\n", 2, "[hub] keep_images: should be at least 1"),
         ("[network]\nserve = ''\n", 2, "[network] serve: should name a NetworkManager connection"),
         ("[network.hotspot]\npassphrase = 'short'\n", 2, "a WPA passphrase needs 8 to 63 characters, this one has 5"),
-        ("[network.hotspot]\npassphrase = '" + "x" * 64 + "'\n", 2, "a WPA passphrase needs 8 to 63 characters, this one has 64"),
+        ("[network.hotspot]\npassphrase = '" + "x" * 64 + "'\n", 2, "a 64-character WPA key must be hexadecimal"),
+        ("[network.hotspot]\npassphrase = '" + "x" * 65 + "'\n", 2, "a WPA passphrase needs 8 to 63 characters, this one has 65"),
         ("[network.hotspot]\npassphrase = 'pässwörd'\n", 2, "only printable ASCII"),
         ("[network.hotspot]\nssid = '" + "é" * 17 + "'\n", 2, "an SSID is at most 32 bytes, this one has 34"),
         ("[network.hotspot]\nband = 'n'\n", 2, '[network.hotspot] band: should be "bg" (2.4 GHz) or "a" (5 GHz), not "n"'),
         ("[network.hotspot]\nchannel = 36\n", 2, "[network.hotspot] channel 36 is not a 2.4 GHz"),
         ("[network.hotspot]\nband = 'a'\nchannel = 6\n", 3, "[network.hotspot] channel 6 is not a 5 GHz"),
+        ("[network.hotspot]\nband = 'a'\nchannel = 177\n", 3, "[network.hotspot] channel 177 is not a 5 GHz"),
         ("[network.hotspot]\ncountry = 'GBR'\n", 2, "should be a two-letter country code"),
         ("[usb]\naccept = ['usb', 'floppy']\n", 2, "unknown kind 'floppy'"),
         ("[hub]\nport = \n", 2, "TOML syntax error: Invalid value"),
@@ -169,3 +171,23 @@ def test_uncommented_documentation_is_a_valid_machine_file():
                      for line in (REPO / "custom" / "conjuring.toml").read_text().splitlines())
     settings, problems = parse_settings(text.encode(), "/etc/conjuring/conjuring.toml")
     assert problems == [] and settings == Settings()
+
+
+def test_raw_64_hex_wpa_key_is_accepted():
+    settings, problems = parse_settings(b"[network.hotspot]\npassphrase = '" + b"ab12" * 16 + b"'\n", FILE)
+    assert problems == [] and settings.network.hotspot.passphrase == "ab12" * 16
+
+
+def test_channel_table_matches_the_networkmanager_adapter():
+    from conjuringd.adapters import nm_settings
+    from conjuringd.config import settings as config_settings
+
+    assert config_settings.CHANNELS == nm_settings.CHANNELS
+
+
+def test_a_valid_hotspot_section_passes_both_validators():
+    from conjuringd.adapters.nm_settings import hotspot_problems
+
+    text = b"[network.hotspot]\nssid = 'Room 101'\npassphrase = 'correct horse'\nband = 'a'\nchannel = 36\ncountry = 'GB'\n"
+    settings, problems = parse_settings(text, FILE)
+    assert problems == [] and hotspot_problems(settings.network.hotspot) == ()

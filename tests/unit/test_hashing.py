@@ -53,7 +53,7 @@ def edit(folder: Path, rel: str, content: str | bytes | None) -> None:
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
 
 
-LAYERS = ["base", "core", "certs", "apt", "environment", "kernel:geo", "kernel:stats", "requirements", "runtime"]
+LAYERS = ["base", "certs", "core", "apt", "environment", "kernel:geo", "kernel:stats", "requirements", "runtime"]
 
 
 @pytest.mark.parametrize(
@@ -208,3 +208,12 @@ def test_apt_order_does_not_rebuild(base):
 def test_hashes_are_stable_across_loads(base):
     assert hashes(base) == hashes(base)
     assert all(len(value) == 64 for value in (hashes(base).image, hashes(base).restart, hashes(base).users, hashes(base).files))
+
+
+def test_layer_order_is_the_renderers_order(base):
+    """changed_layers() names what a build really redoes only if both orders agree."""
+    from conjuringd.hub.dockerfile import render
+
+    config, _ = load_custom(base)
+    rendered = render(config, "h")
+    assert [name for name, _ in rendered.sections] == [name for name, _ in config_hashes(config, "").layers]
