@@ -287,9 +287,10 @@ def check_channel(settings: Settings, toml: TomlFile | None) -> list[Problem]:
     return []
 
 
-def parse_settings(raw: bytes, file: str, machine: bool = True) -> tuple[Settings, list[Problem]]:
-    """One conjuring.toml on its own: Settings (defaults where invalid) and its problems."""
-    toml = read_toml(raw, file)
+def parse_settings(raw: bytes | dict[str, Any], file: str, machine: bool = True) -> tuple[Settings, list[Problem]]:
+    """One conjuring.toml on its own (bytes, or already-parsed TOML data): Settings
+    (defaults where a value is invalid) and its problems."""
+    toml = read_toml(raw, file) if isinstance(raw, (bytes, bytearray)) else TomlFile(file, dict(raw), {}, [])
     clean = check_settings(toml, machine)
     settings = build(Settings, clean)
     return settings, toml.problems + check_channel(settings, toml)

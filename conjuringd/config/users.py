@@ -24,8 +24,11 @@ NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 TRUE = frozenset({"1", "y", "yes", "t", "true"})
 FALSE = frozenset({"", "0", "n", "no", "f", "false"})
 
-# Accounts and groups of the hub image (Debian 12 base-passwd and the packages
-# the image installs), plus names with a special meaning for the hub.
+# Accounts and groups of the hub image: Debian 12 base-passwd's passwd.master
+# (root daemon bin sys sync games man lp mail news uucp proxy www-data backup
+# list irc _apt nobody) and group.master, the accounts systemd, D-Bus, polkit,
+# sshd and friends add on Debian/Ubuntu hosts and images, plus names with a
+# special meaning for the hub (its service user, Jupyter's default user, ...).
 SYSTEM_ACCOUNTS = frozenset(
     """root daemon bin sys sync games man lp mail news uucp proxy www-data backup
     list irc gnats nobody _apt systemd-network systemd-resolve systemd-timesync
@@ -35,7 +38,7 @@ SYSTEM_ACCOUNTS = frozenset(
 SYSTEM_GROUPS = frozenset(
     """adm tty disk kmem dialout fax voice cdrom floppy tape sudo audio dip
     operator src shadow utmp video sasl plugdev staff users nogroup netdev
-    input render kvm crontab docker ssh""".split()
+    input render kvm crontab docker ssh systemd-journal ssl-cert sgx""".split()
 )
 HUB_NAMES = frozenset({"jovyan", "conjuring", "admin", "jupyterhub", "hub"})
 RESERVED = SYSTEM_ACCOUNTS | SYSTEM_GROUPS | HUB_NAMES
@@ -85,7 +88,8 @@ def _rows(lines: list[str], file: str, problems: list[Problem]):
 def _parse_row(row: list[str], line: int, file: str, problems: list[Problem]) -> User | None:
     fields = [field.strip() for field in row]
     if len(fields) == 1:
-        problems.append(error(file, line, "expected name,password[,admin] but found one field (no comma)"))
+        hint = next((f": separate the fields with ',' not {sep!r}" for sep in (";", "\t") if sep in fields[0]), "")
+        problems.append(error(file, line, f"expected name,password[,admin] but found one field (no comma){hint}"))
         return None
     if len(fields) > 3:
         problems.append(

@@ -191,3 +191,9 @@ def test_a_valid_hotspot_section_passes_both_validators():
     text = b"[network.hotspot]\nssid = 'Room 101'\npassphrase = 'correct horse'\nband = 'a'\nchannel = 36\ncountry = 'GB'\n"
     settings, problems = parse_settings(text, FILE)
     assert problems == [] and hotspot_problems(settings.network.hotspot) == ()
+
+
+def test_parse_settings_accepts_parsed_data_too():
+    settings, problems = parse_settings({"hub": {"port": 8000, "prot": 1}}, "x.toml")
+    assert settings.hub.port == 8000
+    assert [(p.file, p.line) for p in problems] == [("x.toml", 0)] and "did you mean 'port'" in problems[0].message

@@ -40,6 +40,8 @@ def only_error(data: bytes):
         (b"jane,pa\x07ss\n", 2, "the password of 'jane' contains a control character"),
         (b"jane,pw,maybe\n", 2, "admin must be one of 1, y, yes, t, true (or blank for no), not 'maybe'"),
         (b"jane\n", 2, "expected name,password[,admin] but found one field (no comma)"),
+        (b"jane;pw;1\n", 2, "found one field (no comma): separate the fields with ',' not ';'"),
+        (b"jane\tpw\n", 2, "found one field (no comma): separate the fields with ',' not '\\t'"),
         (b"jane,pa,ss,1\n", 2, "found 4 fields (a password containing ',' must be quoted"),
         (b"bob,pw\nj\xe9ne,pw\n", 3, "is not valid UTF-8: byte 0xe9 at byte offset 50 (column 2)"),
         (b"", 0, "no users: add one row per student after the header row"),
