@@ -125,3 +125,23 @@ def test_broken_users_csv_report_has_every_problem(daemon, tmp_path, loops):
     report = ext4_read(image, "/conjuring/REPORT.txt").decode()
     assert "INVALID" in report
     assert "users.csv:3" in report and "users.csv:4" in report, report
+
+
+def test_two_sticks_at_once_the_later_wins_and_both_reports_say_so(daemon, tmp_path, loops):
+    daemon.start()
+    daemon.wait_event("converged")
+    tree_a = stick_tree(tmp_path / "a", "from_a,pw-123456,\n")
+    tree_b = stick_tree(tmp_path / "b", "from_b,pw-123456,\n")
+    image_a = make_ext4_stick(tmp_path / "usb-a.img", tree_a, label="STICK_A")
+    image_b = make_ext4_stick(tmp_path / "usb-b.img", tree_b, label="STICK_B")
+    dev_a = loops.attach(image_a)
+    dev_b = loops.attach(image_b)
+    daemon.wait_event("report_written", count=2, timeout=30)
+    loops.detach(dev_a)
+    loops.detach(dev_b)
+    later = config_digest(tree_b / "conjuring" / "custom")
+    assert daemon.state()["active"] == later
+    report_a = ext4_read(image_a, "/conjuring/REPORT.txt").decode()
+    report_b = ext4_read(image_b, "/conjuring/REPORT.txt").decode()
+    assert "NOT the active" in report_a and "STICK_B" in report_a, report_a
+    assert "NOT the active" not in report_b and f"Active configuration: {later[:12]}" in report_b, report_b
