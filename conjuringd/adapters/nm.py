@@ -108,6 +108,8 @@ class NetworkManagerAdapter:
             return NetworkObserved(serve="none", state="unmanaged")
         conns, actives, devices = await self._world()
         conn = self._serve_conn(conns, spec)
+        if spec.hotspot.ssid and nms.hotspot_problems(spec.hotspot):
+            return NetworkObserved(spec.serve, "absent")  # activate_serve() raises the ConfigError
         if conn is None:
             creatable = bool(spec.hotspot.ssid) and self._ap_device(devices, spec, "") is not None
             return NetworkObserved(spec.serve, "inactive" if creatable else "absent")
@@ -185,12 +187,14 @@ class NetworkManagerAdapter:
         wanted = self._wanted_hotspot(spec, dev.interface)
         if conn is None:
             path = await self._nm.call(SETTINGS_PATH, "settings", I_SETTINGS, "AddConnection", wanted)
+            self._gen["settings"] += 1  # our own write: never trust the cache across it
             log.info("hotspot_created", connection=spec.serve, uuid=nms.hotspot_uuid(spec.serve),
                      ssid=spec.hotspot.ssid, interface=dev.interface)
             return path, dev.path, True
         differ = nms.settings_differ(wanted, conn.settings)
         if differ:
             await self._nm.call(conn.path, "conn", I_CONN, "Update", wanted)
+            self._gen["settings"] += 1
             log.info("hotspot_updated", connection=spec.serve, changed=list(differ), interface=dev.interface)
         return conn.path, dev.path, bool(differ)
 
@@ -202,6 +206,8 @@ class NetworkManagerAdapter:
             ac = await self._nm.call(NM_PATH, "nm", I_NM, "ActivateConnection", conn_path, device, "/")
         except DBusError as exc:
             raise ActivationFailed(name, nms.dbus_error_words(exc.type), exc.text) from exc
+        finally:
+            self._gen["state"] += 1
         await self._follow(ac, name, device)
         log.info("network_activated", connection=name,
                  ms=round((asyncio.get_running_loop().time() - started) * 1000, 1))
@@ -256,6 +262,7 @@ class NetworkManagerAdapter:
         for active in actives:
             if active.id == conn_id:
                 await self._nm.call(NM_PATH, "nm", I_NM, "DeactivateConnection", active.path)
+                self._gen["state"] += 1
 
     # --- the cache of NetworkManager's world ---------------------------------------
 

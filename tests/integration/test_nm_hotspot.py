@@ -172,3 +172,14 @@ async def test_template_add_and_activate_honours_ap_mode(mock_nm, devices):  # n
         settings = await client.call(conn, "org.freedesktop.NetworkManager.Settings.Connection", "GetSettings")
     assert settings["802-11-wireless"]["mode"] == Variant("s", "ap")
     assert mock_nm.activations() == [(conn, wifi)]
+
+
+async def test_invalid_hotspot_is_absent_and_activation_says_why(adapter, mock_nm):  # noqa: F811
+    from conjuringd.config.problems import ConfigError
+
+    bad = NetworkSettings(serve="Hotspot", hotspot=HotspotSettings(ssid="Room", passphrase="12345678", band="a",
+                                                                   channel=144))
+    assert (await adapter.observe(bad)).state == "absent"
+    with pytest.raises(ConfigError, match="channel 144 is not valid"):
+        await adapter.activate_serve(bad)
+    assert hotspots(mock_nm) == [] and mock_nm.activations() == []
