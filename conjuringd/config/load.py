@@ -65,6 +65,12 @@ class _Load:
 def load_custom(
     folder: str | os.PathLike[str], machine_toml: Path | None = None
 ) -> tuple[CustomConfig | None, tuple[Problem, ...]]:
+    """Read and check everything in `folder` (and the machine's conjuring.toml).
+
+    Returns the config (None iff any problem is an error) and every problem,
+    sorted by file and line. Raises ConfigError only when `folder` itself
+    cannot be listed.
+    """
     root = Path(folder)
     try:
         entries = list_dir(root)

@@ -247,3 +247,16 @@ def test_loading_does_not_modify_the_folder(tmp_path):
     before = sorted((p.relative_to(copy), p.read_bytes()) for p in copy.rglob("*") if p.is_file())
     load_custom(copy)
     assert sorted((p.relative_to(copy), p.read_bytes()) for p in copy.rglob("*") if p.is_file()) == before
+
+
+def test_a_crashing_check_becomes_an_error_not_an_exception(make_custom, monkeypatch):
+    from conjuringd.config import checks
+
+    def boom(text, file):
+        raise KeyError("bug")
+
+    monkeypatch.setattr(checks, "check_apt", boom)
+    config, problems = load_custom(make_custom({"apt.txt": "git\n"}))
+    assert config is None
+    assert where(problems) == [("custom/apt.txt", 0, E)]
+    assert problems[0].message == "internal error while checking this file (KeyError); please report it"
