@@ -142,7 +142,10 @@ class NetworkManagerAdapter:
         else:
             changed = False
         active = self._active_of(actives, conn)
-        if active is not None and active.state == nms.AC_ACTIVATED and not changed:
+        if active is not None and not changed and active.state == nms.AC_ACTIVATED:
+            return
+        if active is not None and not changed and active.state == nms.AC_ACTIVATING:
+            await self._follow(active.path, spec.serve, device)  # already on its way: do not restart it
             return
         await self._activate(conn.path, device, spec.serve)
 
@@ -241,6 +244,8 @@ class NetworkManagerAdapter:
                     await asyncio.wait_for(tick.wait(), remaining)
                 except asyncio.TimeoutError:
                     pass
+                if ac not in self._ac_states:
+                    fetched = None  # something changed but no StateChanged yet: look again
         finally:
             self._ac_states.pop(ac, None)
 

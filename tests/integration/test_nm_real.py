@@ -297,3 +297,19 @@ async def test_networkmanager_refusal_in_words(adapter, real_nm):  # noqa: F811
         await adapter.activate_serve(NetworkSettings(serve="Office"))
     assert caught.value.reason == "no suitable device"
     assert "No suitable device found" in caught.value.detail
+
+
+async def test_an_activation_already_under_way_is_followed_not_restarted(real_nm):  # noqa: F811
+    async with NMClient(real_nm.bus.address) as client:
+        await client.add_connection(dhcp_settings("slow", "veth0"))
+        adapter = NetworkManagerAdapter(real_nm.bus.address, activation_timeout=0.5)
+        try:
+            with pytest.raises(ActivationFailed, match="timed out"):
+                await adapter.activate_serve(NetworkSettings(serve="slow"))
+            first = (await client.active())["slow"][0]
+            assert (await adapter.observe(NetworkSettings(serve="slow"))).state == "activating"
+            with pytest.raises(ActivationFailed, match="timed out"):
+                await adapter.activate_serve(NetworkSettings(serve="slow"))
+            assert (await client.active())["slow"][0] == first  # the same activation, not a new one
+        finally:
+            await adapter.close()
