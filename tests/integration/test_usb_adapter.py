@@ -3,75 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
-from conjuringd.adapters.udev import UdevSticks
 from conjuringd.config.model import UsbSettings
-from conjuringd.paths import Paths
-from conjuringd.reconcile.model import ImportOutcome, ReportFacts
-from conjuringd.store import SnapshotStore
 from tests.support.udev import (
-    ext4_read, fat_list, fat_read, kill_fuse_for, loops, make_ext4_stick, make_fat_stick, settle, udev_properties, udevd,
+    REPO, Harness, ext4_read, fat_list, fat_read, loops, make_ext4_stick, make_fat_stick, settle, stick_tree,
+    udev_properties, udevd,
 )
 
 pytestmark = pytest.mark.udev
-REPO = Path(__file__).resolve().parents[2]
-LOOPS = UsbSettings(accept=("loop",))
-FACTS = dict(hub_state="serving", hub_urls=("http://10.42.0.1:8989",), users=3, admins=1)
 __all__ = ["loops", "udevd"]
-
-
-def stick_tree(root: Path, users: str | None = None) -> Path:
-    custom = root / "conjuring" / "custom"
-    shutil.copytree(REPO / "custom", custom)
-    if users is not None:
-        (custom / "users.csv").write_text(users)
-    return root
-
-
-class Harness:
-    def __init__(self, tmp_path: Path, usb: UsbSettings = LOOPS, copy_hook=None):
-        self.paths = Paths(tmp_path / "state", tmp_path / "etc", tmp_path / "run", REPO / "custom")
-        for folder in (self.paths.state_dir, self.paths.config_dir, self.paths.runtime_dir):
-            folder.mkdir(parents=True, exist_ok=True)
-        self.home = tmp_path / "homes"
-        self.home.mkdir()
-        self.usb = usb
-        self.sticks = UdevSticks(self.paths, lambda: self.usb, lambda: self.home, copy_hook=copy_hook)
-        self.store = SnapshotStore(self.paths)
-        self.wakes: list[str] = []
-        self.imported: list[tuple[str, dict]] = []
-
-    async def importer(self, folder: str, source: dict) -> ImportOutcome:
-        self.imported.append((folder, source))
-        assert Path(folder).is_dir()
-        return await asyncio.get_running_loop().run_in_executor(None, self.store.import_folder, Path(folder), source)
-
-    async def wait_pending(self, device: str, pending: str = "import", timeout: float = 10):
-        for _ in range(int(timeout / 0.02)):
-            for stick in self.sticks.observe():
-                if stick.device == device and stick.pending == pending:
-                    return stick
-            await asyncio.sleep(0.02)
-        raise AssertionError(f"{device} never pending {pending}: {self.sticks.observe()}")
-
-    async def import_and_report(self, device: str) -> str:
-        stick = await self.wait_pending(device)
-        await self.sticks.import_stick(device, stick.key, self.importer)
-        await self.wait_pending(device, "report", timeout=1)
-        state = self.store.state.read()
-        facts = ReportFacts(**FACTS, active_config=state.active, active_source="the stick")
-        await self.sticks.write_report(device, stick.key, facts)
-        assert [s for s in self.sticks.observe() if s.device == device] == []
-        return stick.key
-
-    def media_mounts(self) -> list[str]:
-        return [line for line in open("/proc/self/mountinfo") if str(self.paths.media) in line]
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from conjuringd.adapters.mounts import Mounter
-from tests.integration.test_usb_adapter import REPO, Harness, stick_tree
-from tests.support.udev import fat_list, fat_read, loops, make_fat_stick, udevd
+from tests.support.udev import REPO, Harness, stick_tree, fat_list, fat_read, loops, make_fat_stick, udevd
 
 pytestmark = pytest.mark.udev
 __all__ = ["loops", "udevd"]

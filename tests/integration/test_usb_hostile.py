@@ -10,8 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from conjuringd.config.model import UsbSettings
-from tests.integration.test_usb_adapter import REPO, Harness, stick_tree
-from tests.support.udev import ext4_read, kill_fuse_for, loops, make_ext4_stick, make_fat_stick, udevd
+from tests.support.udev import REPO, Harness, stick_tree, ext4_read, kill_fuse_for, loops, make_ext4_stick, make_fat_stick, udevd
 
 pytestmark = pytest.mark.udev
 __all__ = ["loops", "udevd"]
