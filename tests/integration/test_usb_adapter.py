@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -145,3 +148,39 @@ async def test_read_only_stick_report_is_dropped(harness, tmp_path, loops):
     assert harness.store.state.read().active
     assert any(e["event"] == "report_not_written" for e in logs)
     assert harness.media_mounts() == []
+
+
+async def test_device_mounted_as_part_of_the_system_is_ignored(harness, tmp_path, loops):
+    device = loops.attach(make_ext4_stick(tmp_path / "usb-s.img", stick_tree(tmp_path / "tree")))
+    settle()
+    system_mount = tmp_path / "srv-data"
+    system_mount.mkdir()
+    subprocess.run(["mount", "-o", "ro", device, str(system_mount)], check=True)
+    try:
+        with capture_logs() as logs:
+            await harness.sticks.start(harness.wakes.append)
+        assert harness.sticks.observe() == ()
+        ignored = [e for e in logs if e["event"] == "device_ignored" and e["device"] == device]
+        assert ignored and "running system" in ignored[0]["reason"]
+    finally:
+        subprocess.run(["umount", str(system_mount)], check=True)
+
+
+async def test_desktop_mount_is_used_and_left_alone(harness, tmp_path, loops):
+    image = make_ext4_stick(tmp_path / "usb-d.img", stick_tree(tmp_path / "tree"))
+    device = loops.attach(image)
+    settle()
+    desktop = Path("/media") / f"conjuring-test-{os.getpid()}" / "CONJURING"  # where a desktop would mount it
+    desktop.mkdir(parents=True)
+    subprocess.run(["mount", device, str(desktop)], check=True)
+    try:
+        with capture_logs() as logs:
+            await harness.sticks.start(harness.wakes.append)
+            await harness.import_and_report(device)
+        assert any(e["event"] == "stick_using_existing_mount" for e in logs)
+        assert harness.media_mounts() == []
+        assert any(line.split()[4] == str(desktop) for line in open("/proc/self/mountinfo"))  # still mounted
+        assert "APPLIED" in (desktop / "conjuring" / "REPORT.txt").read_text()
+    finally:
+        subprocess.run(["umount", str(desktop)], check=True)
+        shutil.rmtree(desktop.parent)
