@@ -9,7 +9,6 @@ changing owner on the bus, invalidates the part of the cache it concerns.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 
 import structlog
 from dbus_next import Message, MessageType
@@ -18,7 +17,7 @@ from dbus_next.errors import DBusError
 from conjuringd.adapters import nm_settings as nms
 from conjuringd.adapters.nm_bus import (
     I_ACTIVE, I_CONN, I_DEVICE, I_IP4, I_NM, I_PROPS, I_SETTINGS, I_WIFI, NM, NM_PATH, OBJECT_GONE, SETTINGS_PATH,
-    NMBus,
+    Active, Conn, Device, NMBus,
 )
 from conjuringd.adapters.protocols import Wake
 from conjuringd.config.model import NetworkSettings
@@ -36,36 +35,6 @@ class ActivationFailed(TransientError):
     def __init__(self, connection: str, reason: str, detail: str = ""):
         self.connection, self.reason, self.detail = connection, reason, detail
         super().__init__(f"network {connection!r} did not activate: {reason}" + (f" ({detail})" if detail else ""))
-
-
-@dataclass(frozen=True)
-class Conn:
-    path: str
-    id: str
-    uuid: str
-    type: str
-    interface: str
-    settings: dict = field(compare=False, repr=False)  # plain values, secrets merged for our hotspot
-
-
-@dataclass(frozen=True)
-class Active:
-    path: str
-    conn_path: str
-    id: str
-    uuid: str
-    state: int
-    devices: tuple[str, ...]
-    addresses: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Device:
-    path: str
-    interface: str
-    type: int
-    caps: int
-    active: str
 
 
 class NetworkManagerAdapter:

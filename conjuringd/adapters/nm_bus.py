@@ -8,6 +8,7 @@ right now" becomes a TransientError, logged once until NetworkManager answers ag
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Callable
 
@@ -38,6 +39,36 @@ NM_GONE = {
 OBJECT_GONE = {"org.freedesktop.DBus.Error.UnknownObject", "org.freedesktop.DBus.Error.UnknownMethod",
                "org.freedesktop.DBus.Error.UnknownInterface"}
 MATCH_NM = f"type='signal',sender='{NM}'"  # the daemon resolves the name at delivery: survives NM restarts
+
+
+@dataclass(frozen=True)
+class Conn:
+    path: str
+    id: str
+    uuid: str
+    type: str
+    interface: str
+    settings: dict = field(compare=False, repr=False)  # plain values, secrets merged for our hotspot
+
+
+@dataclass(frozen=True)
+class Active:
+    path: str
+    conn_path: str
+    id: str
+    uuid: str
+    state: int
+    devices: tuple[str, ...]
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Device:
+    path: str
+    interface: str
+    type: int
+    caps: int
+    active: str
 
 
 def load_node(kind: str) -> Node:
