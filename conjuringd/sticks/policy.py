@@ -81,8 +81,3 @@ def accepts(
     if not matched:
         return Verdict(False, f"not one of the accepted kinds {list(usb.accept)}")
     return Verdict(True, matched[0])
-
-
-def parent_disk(sys_name: str, devtype: str, parent_sys_name: str = "") -> str:
-    """The whole-disk name for a partition (sdb1 -> sdb), the name itself for a disk."""
-    return parent_sys_name if devtype == "partition" and parent_sys_name else sys_name
