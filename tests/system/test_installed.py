@@ -1,0 +1,212 @@
+"""The installed .deb in a container that boots systemd, as an operator would use it.
+
+`apt-get install ./conjuringd_*.deb`, then systemctl / journalctl /
+conjuringctl: READY=1, the first reconcile in the journal, status for root and
+the `conjuring` group, reload, restart, the watchdog restarting a frozen
+daemon, and a purge that keeps the student homes.
+
+The tests share one container and run in file order (purge is last).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support import docker as dockersupport
+from tests.system.box import Box, build_image
+from tests.system.conftest import TIMINGS
+from tests.system.debbuild import Unbuildable, build_deb, require_or_skip
+
+pytestmark = [pytest.mark.system, pytest.mark.slow]
+
+CONTAINER = "conjuring-systemtest"
+# Same path on the host and in the container: the daemon inside hands it to
+# the host's dockerd as a bind-mount source.
+STATE = Path("/var/lib/conjuring")
+OURS = Path("/var/lib/conjuring.systemtest")  # marks a host STATE this test created
+DROPIN = "/etc/systemd/system/conjuringd.service.d"
+# No hub in the container test yet: the daemon's own life cycle is what is tested.
+DAEMON = "/usr/bin/conjuringd --hub none"
+
+
+def claim_host_state() -> None:
+    """Use the host's STATE only if it is absent or was made by an earlier run of this test."""
+    if STATE.exists() and not OURS.exists():
+        require_or_skip(Exception(f"{STATE} exists on this host and is not the system test's; not touching it"))
+    OURS.touch()
+    STATE.mkdir(exist_ok=True)
+
+
+def release_host_state() -> None:
+    shutil.rmtree(STATE, ignore_errors=True)
+    OURS.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def box(request, tmp_path_factory):
+    if os.geteuid() != 0:
+        require_or_skip(Exception("the system test needs root (dockerd, bind mounts)"))
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    debs = tmp_path_factory.mktemp("debs")
+    try:
+        build_deb(debs)
+    except Unbuildable as exc:
+        require_or_skip(exc)
+    timings["build .deb"] = time.monotonic() - started
+    started = time.monotonic()
+    try:
+        dockersupport.ensure_dockerd()
+        dockersupport.ensure_base_image()
+    except (dockersupport.Unavailable, OSError) as exc:
+        require_or_skip(exc)
+    timings["dockerd + base image"] = time.monotonic() - started
+    started = time.monotonic()
+    build_image()
+    timings["systemd image"] = time.monotonic() - started
+    claim_host_state()
+    started = time.monotonic()
+    container = Box.start(CONTAINER, [(str(debs), "/mnt/debs", "ro"),
+                                      ("/var/run/docker.sock", "/run/docker.sock", "rw"),
+                                      (str(STATE), str(STATE), "rw")])
+    container.timings.update(timings)
+    container.stage("container boot", started)
+    container.write(f"{DROPIN}/10-systemtest.conf", f"[Service]\nExecStart=\nExecStart={DAEMON}\n")
+    started = time.monotonic()
+    install = container.sh("apt-get install -y --no-install-recommends /mnt/debs/conjuringd_*_all.deb 2>&1",
+                           timeout=300)
+    container.stage("apt-get install (postinst starts the unit)", started)
+    container.install_log = install.stdout
+    request.config.stash[TIMINGS] = container.timings  # printed in the closing summary
+    yield container
+    container.remove()
+    release_host_state()
+
+
+def journal_lines(box: Box, event: str) -> list[str]:
+    return [line for line in box.journal().splitlines() if re.search(rf"\] {event}\b", line)]
+
+
+def pass_ids(box: Box, trigger: str) -> list[int]:
+    return [int(m.group(1)) for line in journal_lines(box, "pass_start")
+            if trigger in line and (m := re.search(r"pass_id=(\d+)", line))]
+
+
+def test_install_starts_the_service_through_ready(box):
+    assert "Setting up conjuringd" in box.install_log
+    assert box.prop("conjuringd", "ActiveState") == "active"
+    assert box.prop("conjuringd", "SubState") == "running"
+    assert box.prop("conjuringd", "Type") == "notify"
+    # STATUS= reached systemd too.
+    box.wait_for(lambda: box.prop("conjuringd", "StatusText"), 30, "a STATUS= text")
+    assert box.sh("getent group conjuring").returncode == 0
+
+
+def test_journal_shows_startup_and_first_reconcile(box):
+    started = time.monotonic()
+    box.wait_for(lambda: journal_lines(box, "converged"), 60, "the first pass to converge")
+    box.stage("first reconcile converged", started)
+    journal = box.journal()
+    assert journal_lines(box, "ready"), journal
+    assert "seeded_local_config" in journal
+    assert 1 in pass_ids(box, "trigger=startup"), journal
+    assert "Traceback" not in journal
+
+
+def test_installed_unit_verifies(box):
+    result = box.sh("systemd-analyze verify --man=no /lib/systemd/system/conjuringd.service 2>&1", check=False)
+    assert result.returncode == 0, result.stdout
+
+
+def test_first_start_seeded_the_local_configuration(box):
+    assert box.sh("diff -r /usr/share/conjuring/custom /etc/conjuring/custom", check=False).returncode == 0
+    assert box.sh("test -f /etc/conjuring/conjuring.toml").returncode == 0
+
+
+def test_conjuringctl_status_for_root_and_the_group(box):
+    root = box.sh("conjuringctl status")
+    assert "phase:" in root.stdout and "config:" in root.stdout
+    status = json.loads(box.sh("conjuringctl status --json").stdout)
+    assert status["pid"] == int(box.prop("conjuringd", "MainPID"))
+    box.sh("id teacher >/dev/null 2>&1 || useradd -m -G conjuring teacher")
+    box.sh("id visitor >/dev/null 2>&1 || useradd -m visitor")
+    member = box.sh("conjuringctl status", user="teacher", check=False)
+    assert member.returncode == 0 and "phase:" in member.stdout, member.stderr
+    other = box.sh("conjuringctl status", user="visitor", check=False)
+    assert other.returncode == 3
+    assert "'conjuring' group" in other.stderr
+
+
+def test_reload_replans_without_restarting(box):
+    pid = box.prop("conjuringd", "MainPID")
+    before = max(pass_ids(box, "trigger="), default=0)
+    started = time.monotonic()
+    box.sh("systemctl reload conjuringd")
+    reloads = box.wait_for(lambda: [i for i in pass_ids(box, "trigger=reload: SIGHUP") if i > before], 30,
+                           "a reload pass in the journal")
+    box.stage("systemctl reload -> reload pass", started)
+    assert reloads
+    assert box.prop("conjuringd", "MainPID") == pid
+    assert box.prop("conjuringd", "ActiveState") == "active"
+
+
+def test_restart(box):
+    pid = box.prop("conjuringd", "MainPID")
+    ready_before = len(journal_lines(box, "ready"))
+    started = time.monotonic()
+    box.sh("systemctl restart conjuringd")
+    box.stage("systemctl restart (until READY=1)", started)
+    assert box.prop("conjuringd", "SubState") == "running"
+    assert box.prop("conjuringd", "MainPID") != pid
+    assert len(journal_lines(box, "ready")) == ready_before + 1
+    assert box.sh("conjuringctl status").returncode == 0
+
+
+def test_watchdog_restarts_a_frozen_daemon(box):
+    box.write(f"{DROPIN}/20-watchdog.conf", "[Service]\nWatchdogSec=3s\nTimeoutAbortSec=5s\n")
+    box.sh("systemctl daemon-reload && systemctl restart conjuringd")
+    pid = box.prop("conjuringd", "MainPID")
+    restarts = int(box.prop("conjuringd", "NRestarts"))
+    time.sleep(4)  # the daemon keeps a 3 s watchdog happy while it runs
+    assert box.prop("conjuringd", "MainPID") == pid, "restarted although it was pinging"
+    started = time.monotonic()
+    box.sh(f"kill -STOP {pid}")
+    box.wait_for(lambda: box.prop("conjuringd", "MainPID") not in (pid, "0")
+                 and box.prop("conjuringd", "SubState") == "running", 30, "systemd to restart the daemon")
+    box.stage("kill -STOP -> watchdog restart -> running", started)
+    assert int(box.prop("conjuringd", "NRestarts")) == restarts + 1
+    assert "Watchdog timeout" in box.journal()
+    box.sh(f"rm {DROPIN}/20-watchdog.conf && systemctl daemon-reload && systemctl restart conjuringd")
+
+
+def test_apply_a_folder_from_tmp(box):
+    """The unit keeps /tmp shared (no PrivateTmp=): `conjuringctl apply /tmp/x` works."""
+    box.sh("rm -rf /tmp/custom && cp -r /etc/conjuring/custom /tmp/custom && "
+           "printf 'newstudent,a-long-password\\n' >> /tmp/custom/users.csv")
+    users_before = json.loads(box.sh("conjuringctl status --json").stdout).get("users")
+    result = box.sh("conjuringctl apply /tmp/custom", check=False, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    status = box.wait_for(lambda: (s := json.loads(box.sh("conjuringctl status --json").stdout))
+                          .get("users") == users_before + 1 and s, 30, "the applied users")
+    assert status["active_source"]["path"] == "/tmp/custom"
+
+
+def test_purge_keeps_student_homes(box):
+    box.sh(f"mkdir -p {STATE}/home/student1 && echo 'my work' > {STATE}/home/student1/notes.txt")
+    assert box.sh(f"test -e {STATE}/state.json -a -d {STATE}/configs").returncode == 0
+    started = time.monotonic()
+    purge = box.sh("apt-get purge -y conjuringd 2>&1")
+    box.stage("apt-get purge", started)
+    assert "never deleted" in purge.stdout and f"{STATE}/home" in purge.stdout
+    assert box.sh(f"cat {STATE}/home/student1/notes.txt").stdout == "my work\n"
+    assert (STATE / "home" / "student1" / "notes.txt").read_text() == "my work\n"  # seen from the host too
+    for gone in (f"{STATE}/state.json", f"{STATE}/configs", f"{STATE}/secrets", "/etc/conjuring"):
+        assert box.sh(f"test -e {gone}", check=False).returncode != 0, gone
+    assert box.prop("conjuringd", "LoadState") == "not-found"
