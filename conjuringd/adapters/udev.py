@@ -66,7 +66,7 @@ class UdevSticks:
         self.paths = paths
         self._usb = usb_settings
         self._home_dir = home_dir
-        self._copy_hook = copy_hook  # tests: called after each copied file
+        self._copy_hook = copy_hook or debug_copy_pause()  # tests: called after each copied file
         self._mounter = Mounter(paths.media)
         self._pending: dict[str, _Pending] = {}  # by device node
         self._handled: dict[str, str] = {}  # device node -> key already imported
@@ -295,6 +295,22 @@ class UdevSticks:
             self._loop.remove_reader(self._monitor.fileno())
         self._monitor = None
         self._executor.shutdown(wait=True)
+
+
+def debug_copy_pause() -> Callable[[int], None] | None:
+    """CONJURINGD_DEBUG=1 and CONJURINGD_DEBUG_COPY_PAUSE=N:SECONDS pause the copy after N files
+    (in the executor thread), so a test can pull the stick mid-copy."""
+    spec = os.environ.get("CONJURINGD_DEBUG_COPY_PAUSE", "")
+    if os.environ.get("CONJURINGD_DEBUG") != "1" or ":" not in spec:
+        return None
+    after, seconds = int(spec.split(":")[0]), float(spec.split(":")[1])
+
+    def pause(copied: int) -> None:
+        if copied == after:
+            log.warning("debug_copy_pause", files=copied, seconds=seconds)
+            time.sleep(seconds)
+
+    return pause
 
 
 def _attr(device: pyudev.Device, name: str) -> str:

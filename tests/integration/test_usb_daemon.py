@@ -10,7 +10,7 @@ import pytest
 
 from conjuringd.store import config_digest
 from tests.support.daemon import REPO, Daemon
-from tests.support.udev import ext4_read, fat_read, loops, make_ext4_stick, make_fat_stick, settle, udevd
+from tests.support.udev import ext4_read, fat_read, kill_fuse_for, loops, make_ext4_stick, make_fat_stick, settle, udevd
 
 pytestmark = pytest.mark.udev
 __all__ = ["loops", "udevd"]
@@ -145,3 +145,39 @@ def test_two_sticks_at_once_the_later_wins_and_both_reports_say_so(daemon, tmp_p
     report_b = ext4_read(image_b, "/conjuring/REPORT.txt").decode()
     assert "NOT the active" in report_a and "STICK_B" in report_a, report_a
     assert "NOT the active" not in report_b and f"Active configuration: {later[:12]}" in report_b, report_b
+
+
+def test_stick_pulled_mid_copy_keeps_config_and_daemon(tmp_path, udevd, loops):
+    (tmp_path / "d").mkdir()
+    daemon = Daemon(tmp_path / "d", args=["--hub", "none", "--network", "none", "--usb", "udev"],
+                    env={"CONJURINGD_DEBUG": "1", "CONJURINGD_DEBUG_COPY_PAUSE": "5:3"})
+    daemon.config_dir.mkdir(parents=True)
+    (daemon.config_dir / "conjuring.toml").write_text('[usb]\naccept = ["loop"]\n')
+    try:
+        daemon.start()
+        daemon.wait_event("converged")
+        before_hash = daemon.state()["active"]
+        snapshot = daemon.state_dir / "configs" / before_hash
+        before = {p: p.read_bytes() for p in snapshot.rglob("*") if p.is_file()}
+        tree = stick_tree(tmp_path / "t", "pulled,pw-123456,\n")
+        for i in range(20):
+            (tree / "conjuring/custom/shared" / f"lesson{i:02d}.txt").write_text(f"lesson {i}\n")
+        image = make_fat_stick(tmp_path / "usb-p.img", tree, upper=False)
+        device = loops.attach(image)
+        daemon.wait_event("debug_copy_pause")
+        kill_fuse_for(daemon.runtime_dir / "media" / Path(device).name)
+        loops.detach(device)
+        aborted = daemon.wait_event("stick_import_aborted")
+        assert aborted[0]["present"] is False
+        time.sleep(0.5)
+        assert daemon.proc.poll() is None
+        assert daemon.state()["active"] == before_hash
+        assert {p: p.read_bytes() for p in snapshot.rglob("*") if p.is_file()} == before
+        assert not [line for line in open("/proc/self/mountinfo") if str(daemon.runtime_dir) in line]
+        assert list((daemon.state_dir / "staging").iterdir()) == []
+        # and it still takes the next stick
+        tree = stick_tree(tmp_path / "t2", "after,pw-123456,\n")
+        device = loops.attach(make_ext4_stick(tmp_path / "usb-n.img", tree))
+        wait_active(daemon, config_digest(tree / "conjuring" / "custom"))
+    finally:
+        daemon.close()
