@@ -12,12 +12,11 @@ import asyncio
 
 import structlog
 from dbus_next import Message, MessageType
-from dbus_next.errors import DBusError
 
 from conjuringd.adapters import nm_settings as nms
 from conjuringd.adapters.nm_bus import (
     I_ACTIVE, I_CONN, I_DEVICE, I_IP4, I_NM, I_PROPS, I_SETTINGS, I_WIFI, NM, NM_PATH, OBJECT_GONE, SETTINGS_PATH,
-    Active, Conn, Device, NMBus,
+    Active, Conn, Device, NMBus, NMRefused,
 )
 from conjuringd.adapters.protocols import Wake
 from conjuringd.config.model import NetworkSettings
@@ -176,7 +175,7 @@ class NetworkManagerAdapter:
         started = asyncio.get_running_loop().time()
         try:
             ac = await self._nm.call(NM_PATH, "nm", I_NM, "ActivateConnection", conn_path, device, "/")
-        except DBusError as exc:
+        except NMRefused as exc:
             raise ActivationFailed(name, nms.dbus_error_words(exc.type), exc.text) from exc
         finally:
             self._gen["state"] += 1
@@ -221,7 +220,7 @@ class NetworkManagerAdapter:
     async def _get_state(self, ac: str) -> int:
         try:
             return (await self._nm.props(ac, "active", I_ACTIVE)).get("State", nms.AC_UNKNOWN)
-        except DBusError as exc:
+        except NMRefused as exc:
             if exc.type in OBJECT_GONE:
                 return nms.AC_DEACTIVATED  # gone before we could look: it did not come up
             raise
@@ -267,7 +266,7 @@ class NetworkManagerAdapter:
                 if conn.get("uuid") == nms.hotspot_uuid(conn.get("id", "")):
                     secrets = nms.plain(await self._nm.call(path, "conn", I_CONN, "GetSecrets", "802-11-wireless-security"))
                     settings.setdefault("802-11-wireless-security", {}).update(secrets.get("802-11-wireless-security", {}))
-            except DBusError as exc:
+            except NMRefused as exc:
                 if exc.type in OBJECT_GONE:
                     continue  # removed while we listed: its signal re-reads the list
                 raise
@@ -293,7 +292,7 @@ class NetworkManagerAdapter:
                     caps = (await self._nm.props(path, "device", I_WIFI)).get("WirelessCapabilities", 0)
                 devices.append(Device(path, props.get("Interface", ""), props.get("DeviceType", 0), caps,
                                       props.get("ActiveConnection", "/")))
-        except DBusError as exc:
+        except NMRefused as exc:
             if exc.type not in OBJECT_GONE:
                 raise
             self._gen["state"] += 1  # something vanished mid-read: read again next time

@@ -71,6 +71,14 @@ class Device:
     active: str
 
 
+class NMRefused(TransientError):
+    """NetworkManager answered a call with an error (`type` is the D-Bus error name)."""
+
+    def __init__(self, member: str, error: DBusError):
+        self.type, self.text = error.type, error.text
+        super().__init__(f"NetworkManager refused {member}: {error.type.rsplit('.', 1)[-1]}: {error.text}")
+
+
 def load_node(kind: str) -> Node:
     folder = resources.files("conjuringd.adapters") / "nm_introspection"
     interfaces = []
@@ -146,7 +154,7 @@ class NMBus:
             if exc.type in NM_GONE:
                 self.down("NetworkManager is not on the bus")
                 raise TransientError("NetworkManager is not running") from exc
-            raise
+            raise NMRefused(member, exc) from exc
         except asyncio.TimeoutError as exc:
             self.down(f"no answer to {member} in {self._timeout:g} s")
             raise TransientError(f"NetworkManager did not answer {member}") from exc

@@ -313,3 +313,12 @@ async def test_an_activation_already_under_way_is_followed_not_restarted(real_nm
             assert (await client.active())["slow"][0] == first  # the same activation, not a new one
         finally:
             await adapter.close()
+
+
+async def test_any_refusal_by_networkmanager_is_a_typed_transient_error(adapter):
+    from conjuringd.adapters.nm_bus import I_NM, NM_PATH, NMRefused
+
+    with pytest.raises(NMRefused) as caught:
+        await adapter._nm.call(NM_PATH, "nm", I_NM, "DeactivateConnection", NM_PATH + "/ActiveConnection/999")
+    assert isinstance(caught.value, TransientError)
+    assert caught.value.type.startswith("org.freedesktop.NetworkManager.")
