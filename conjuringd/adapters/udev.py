@@ -11,6 +11,7 @@ single-thread executor.
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import os
 import shutil
@@ -88,9 +89,13 @@ class UdevSticks:
         self._monitor.filter_by("block")
         self._monitor.start()
         self._loop.add_reader(self._monitor.fileno(), self._on_readable)  # subscribe first ...
-        for device in self._context.list_devices(subsystem="block"):  # ... then enumerate
-            self._on_event("present", device)
+        self._enumerate()  # ... then look at what is already there
         log.info("udev_monitor_started", pending=len(self._pending))
+
+    def _enumerate(self) -> None:
+        assert self._context is not None
+        for device in self._context.list_devices(subsystem="block"):
+            self._on_event("present", device)
 
     def _on_readable(self) -> None:
         assert self._monitor is not None
@@ -99,6 +104,8 @@ class UdevSticks:
                 device = self._monitor.poll(timeout=0)
             except OSError as exc:
                 log.warning("udev_receive_failed", error=str(exc))
+                if exc.errno == errno.ENOBUFS:  # events were lost: look at everything again
+                    self._enumerate()
                 return
             if device is None:
                 return
