@@ -60,3 +60,19 @@ async def test_networkmanager_missing_then_appearing(tmp_path):
         await adapter.close()
         mock.stop()
         bus.stop()
+
+
+async def test_default_is_the_system_bus_from_the_environment(tmp_path, monkeypatch):
+    require_dbusmock()
+    bus = PrivateSystemBus(tmp_path).start()
+    mock = MockNetworkManager(bus).start()
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)
+    adapter = NetworkManagerAdapter()
+    try:
+        mock.add_wifi("wlan0")
+        await adapter.activate_serve(SPEC)
+        assert (await adapter.observe(SPEC)).state == "activated"
+    finally:
+        await adapter.close()
+        mock.stop()
+        bus.stop()
