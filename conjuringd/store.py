@@ -112,17 +112,22 @@ class SnapshotStore:
         if self.state.read().last_good != config_hash:
             self.state.update(last_good=config_hash)
 
-    def prune(self) -> list[str]:
-        """Keep the newest `keep` snapshots plus the active and last-good ones."""
-        state = self.state.read()
-        protected = {state.active, state.last_good}
-        snapshots = sorted(
+    def snapshots(self) -> list[Path]:
+        """Published snapshots, newest first."""
+        if not self.paths.configs.is_dir():
+            return []
+        return sorted(
             (p for p in self.paths.configs.iterdir() if p.is_dir() and not p.name.startswith(".")),
             key=lambda p: p.stat().st_mtime,
             reverse=True,
         )
+
+    def prune(self) -> list[str]:
+        """Keep the newest `keep` snapshots plus the active and last-good ones."""
+        state = self.state.read()
+        protected = {state.active, state.last_good}
         removed = []
-        for old in snapshots[self.keep :]:
+        for old in self.snapshots()[self.keep :]:
             if old.name not in protected:
                 _rmtree_readonly(old)
                 removed.append(old.name)

@@ -56,6 +56,7 @@ class PassLog:
 
     changes: list[str] = field(default_factory=list)
     build_tail: tuple[str, ...] = ()
+    built: bool = False  # an image was built in this pass (older ones may be pruned)
 
 
 @dataclass
@@ -123,13 +124,14 @@ class Executor:
             passlog.changes.append(f"image build FAILED at {failure.step}; the previous hub keeps serving")
             passlog.build_tail = failure.log_tail
             return
+        passlog.built = True
         passlog.changes.append("image built (layers: " + ", ".join(rebuilt or ("none",)) + ")")
 
     async def _replace(self, desired: Desired, passlog: PassLog) -> None:
         self.phase("replacing hub container")
         try:
             await self.adapters.hub.replace_container(desired, self.phase)
-        except HubUnhealthy as failure:
+        except (HubUnhealthy, BuildFailed) as failure:  # the adapter has already rolled back
             log.error("hub_unhealthy_rolled_back", reason=str(failure), tail=list(failure.log_tail[-5:]))
             key = replace_key(desired.hashes.image, desired.hashes.restart)
             self.state.record_failed_build(key, f"hub start: {failure}", failure.log_tail)

@@ -146,6 +146,8 @@ class Reconciler:
             actions = plan(desired, observed)
             if not actions:
                 self._converged(desired, observed, passlog)
+                if passlog.built:
+                    await self._prune_images(desired)
                 return
             for action in actions:
                 try:
@@ -251,6 +253,16 @@ class Reconciler:
         log.warning("network_retry_scheduled", error=self._network_problem, retry_in=delay)
         self.status.set(network_error=self._network_problem)
         self._network_retry = asyncio.get_running_loop().call_later(delay, self.wake, "retry: network")
+
+    async def _prune_images(self, desired: Desired) -> None:
+        """Keep the images of every snapshot still in the store (instant switch back); drop older ones."""
+        keep = {desired.hashes.image}
+        machine = self.paths.machine_toml if self.paths.machine_toml.is_file() else None
+        for snapshot in self.store.snapshots():
+            config, _ = load_custom(snapshot, machine)
+            if config is not None:
+                keep.add(config_hashes(config, snapshot.name).image)
+        await self.adapters.hub.prune_images(frozenset(keep))
 
     # --- results ------------------------------------------------------------------
 

@@ -213,3 +213,23 @@ async def test_activation_failure_is_reported_and_the_hub_still_converges(setup)
     assert hub.calls == ["build", "replace"]
     assert "no suitable device" in reconciler.status.get("network_error")
     reconciler._network_retry.cancel()
+
+
+async def test_after_a_build_only_images_of_kept_snapshots_survive(setup):
+    paths, hub, reconciler = setup
+    kept = []
+
+    async def prune(keep):
+        kept.append(keep)
+
+    hub.prune_images = prune
+    await reconciler.run_pass(("startup",))
+    first_image = hub.container.image_hash
+    (paths.local_custom / "apt.txt").write_text("curl\n")
+    await reconciler.run_pass(("local: edit",))
+    assert len(kept) == 2
+    assert {first_image, hub.container.image_hash} <= kept[-1], "the previous config's image stays for a quick switch back"
+    users = paths.local_custom / "users.csv"
+    users.write_text(users.read_text() + "zoe,longpassword,\n")
+    await reconciler.run_pass(("local: edit",))
+    assert len(kept) == 2, "no build, no pruning"
