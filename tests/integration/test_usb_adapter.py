@@ -184,3 +184,24 @@ async def test_desktop_mount_is_used_and_left_alone(harness, tmp_path, loops):
     finally:
         subprocess.run(["umount", str(desktop)], check=True)
         shutil.rmtree(desktop.parent)
+
+
+async def test_read_only_desktop_mount_gets_a_private_rw_mount_for_the_report(harness, tmp_path, loops):
+    image = make_ext4_stick(tmp_path / "usb-d.img", stick_tree(tmp_path / "tree"))
+    device = loops.attach(image)
+    settle()
+    desktop = Path("/media") / f"conjuring-test-ro-{os.getpid()}" / "CONJURING"
+    desktop.mkdir(parents=True)
+    subprocess.run(["mount", device, str(desktop)], check=True)
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(desktop)], check=True)  # this mount ro, the fs rw
+    try:
+        with capture_logs() as logs:
+            await harness.sticks.start(harness.wakes.append)
+            await harness.import_and_report(device)
+        assert any(e["event"] == "stick_desktop_mount_read_only" for e in logs)
+        assert any(e["event"] == "report_written" for e in logs)
+        assert harness.media_mounts() == []
+        assert "APPLIED" in (desktop / "conjuring" / "REPORT.txt").read_text()
+    finally:
+        subprocess.run(["umount", str(desktop)], check=True)
+        shutil.rmtree(desktop.parent)
