@@ -18,7 +18,7 @@ if [ "$version" != "$py_version" ]; then
     echo "build-deb: packaging/debian/changelog says $version, pyproject.toml says $py_version" >&2
     exit 1
 fi
-for needed in pyproject.toml conjuringd systemd/conjuringd.service udev custom/conjuring.toml \
+for needed in pyproject.toml README.md conjuringd systemd/conjuringd.service udev custom/conjuring.toml \
               packaging/man/conjuringd.8 packaging/man/conjuringctl.8; do
     if [ ! -e "$top/$needed" ]; then
         echo "build-deb: $needed is missing from the source tree" >&2
@@ -32,10 +32,8 @@ src="$tmp/conjuringd-$version"
 mkdir -p "$src/packaging"
 # Only what the package is made of; never caches, venvs or test scratch.
 tar -C "$top" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' \
-    -cf - pyproject.toml conjuringd systemd udev custom packaging/man \
-    $(cd "$top" && ls -d README.md LICENSE 2>/dev/null) | tar -C "$src" -xf -
+    -cf - pyproject.toml README.md conjuringd systemd udev custom packaging/man | tar -C "$src" -xf -
 cp -r "$top/packaging/debian" "$src/debian"
-[ -e "$src/README.md" ] || printf 'conjuringd\n' > "$src/README.md"
 
 start=$(date +%s)
 (cd "$src" && dpkg-buildpackage -us -uc -b) > "$tmp/build.log" 2>&1 || {

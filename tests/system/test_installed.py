@@ -198,6 +198,27 @@ def test_apply_a_folder_from_tmp(box):
     assert status["active_source"]["path"] == "/tmp/custom"
 
 
+def test_reinstall_restarts_the_daemon(box):
+    """What an upgrade does: the postinst restarts the running daemon (not the hub)."""
+    pid = box.prop("conjuringd", "MainPID")
+    started = time.monotonic()
+    box.sh("apt-get install -y --reinstall --no-install-recommends /mnt/debs/conjuringd_*_all.deb 2>&1")
+    box.stage("apt-get install --reinstall (restart)", started)
+    assert box.prop("conjuringd", "SubState") == "running"
+    assert box.prop("conjuringd", "MainPID") != pid
+
+
+def test_remove_stops_the_daemon_and_keeps_everything(box):
+    started = time.monotonic()
+    box.sh("apt-get remove -y conjuringd 2>&1")
+    box.stage("apt-get remove", started)
+    assert box.prop("conjuringd", "ActiveState") in ("inactive", "")
+    for kept in ("/etc/conjuring/conjuring.toml", "/etc/conjuring/custom/users.csv", f"{STATE}/state.json"):
+        assert box.sh(f"test -e {kept}", check=False).returncode == 0, kept
+    box.sh("apt-get install -y --no-install-recommends /mnt/debs/conjuringd_*_all.deb 2>&1")
+    assert box.prop("conjuringd", "SubState") == "running"
+
+
 def test_purge_keeps_student_homes(box):
     box.sh(f"mkdir -p {STATE}/home/student1 && echo 'my work' > {STATE}/home/student1/notes.txt")
     assert box.sh(f"test -e {STATE}/state.json -a -d {STATE}/configs").returncode == 0
