@@ -110,8 +110,11 @@ def format_status(status: dict) -> str:
         lines.append(f"network:  {network.get('serve')} {network.get('state')} {network.get('ssid') or ''} "
                      f"{' '.join(network.get('addresses') or [])}".rstrip())
     for key, label in (("sticks", "sticks"), ("last_report", "report"), ("students", "students")):
-        if status.get(key):
-            lines.append(f"{label + ':':9} {status[key]}")
+        value = status.get(key)
+        if isinstance(value, dict):
+            value = " ".join(f"{k}={v}" for k, v in value.items() if v not in (None, [], {}, ""))
+        if value:
+            lines.append(f"{label + ':':9} {value}")
     if status.get("last_error"):
         lines.append(f"error:    {status['last_error']}")
     for problem in status.get("problems") or []:

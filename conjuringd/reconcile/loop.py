@@ -283,6 +283,11 @@ class Reconciler:
             self.store.mark_good(hashes.config)
         hub_urls = urls.hub_urls(observed.network, desired.settings.hub.port)
         users = len(desired.config.users)
+        sticks = self.adapters.sticks
+        if sticks is not None and hasattr(sticks, "status"):
+            stick_status = sticks.status()
+            self.status.set(sticks={k: v for k, v in stick_status.items() if k != "last_report"},
+                            last_report=stick_status.get("last_report"))
         self.status.set(active_config=hashes.config, active_source=state.active_source, hub_urls=list(hub_urls),
                         users=users, admins=len(desired.config.admins), network=_network_status(observed),
                         converged=healthy, changes=passlog.changes)
