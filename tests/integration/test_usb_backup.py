@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conjuringd.adapters.mounts import Mounter
-from tests.support.udev import REPO, Harness, stick_tree, fat_list, fat_read, loops, make_fat_stick, udevd
+from tests.support.udev import REPO, Harness, fat_list, fat_read, loops, make_ext4_stick, make_fat_stick, stick_tree, udevd
 
 pytestmark = pytest.mark.udev
 __all__ = ["loops", "udevd"]
@@ -90,3 +90,31 @@ async def test_backup_to_fat_stick_incremental_and_restore(tmp_path, udevd, loop
         mounter.unmount(mounted)
         loops.detach(device)
     assert fingerprint(new_home) == fingerprint(h.home)
+
+
+async def test_backup_inside_custom_on_ext4_is_a_mirror_and_not_configuration(tmp_path, udevd, loops):
+    tree = stick_tree(tmp_path / "tree")
+    (tree / "conjuring" / "custom" / "home_backup").mkdir()
+    image = make_ext4_stick(tmp_path / "usb-m.img", tree, size_mb=64)
+    h = Harness(tmp_path / "h")
+    make_homes(h.home)
+    await h.sticks.start(h.wakes.append)
+    try:
+        device = loops.attach(image)
+        await h.import_and_report(device)
+    finally:
+        await h.sticks.close()
+    active = h.store.state.read().active
+    assert not (h.paths.configs / active / "home_backup").exists()
+    mounter = Mounter(tmp_path / "check-media")
+    mounted = mounter.mount(device, "ext4")
+    try:
+        backup = mounted.mount_point / "conjuring" / "custom" / "home_backup"
+        assert fingerprint(backup / "homes") == fingerprint(h.home)  # owners, modes, mtimes kept by ext4
+        manifest = json.loads((backup / "MANIFEST.json").read_text())
+        assert manifest["mode"] == "mirror"
+        report = (mounted.mount_point / "conjuring" / "REPORT.txt").read_text()
+        assert "backup written to conjuring/custom/home_backup: 6 changed" in report, report
+    finally:
+        mounter.unmount(mounted)
+        loops.detach(device)
