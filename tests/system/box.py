@@ -4,7 +4,8 @@ The image is the locally bootstrapped base plus systemd, dbus and the
 package's dependencies, cached under a fixed tag. It runs without
 --privileged: the host's cgroup tree read-only, tmpfs on /run and /run/lock.
 The host's Docker socket is mounted so the daemon inside drives the host's
-dockerd, and the state folder is bind-mounted at the same path on both sides
+dockerd, the host's network is shared so 127.0.0.1 means the same on both
+sides, and the state folder is bind-mounted at the same path on both sides
 because dockerd resolves bind-mount sources on the host.
 """
 
@@ -59,7 +60,9 @@ class Box:
     @classmethod
     def start(cls, name: str, mounts: list[tuple[str, str, str]]) -> "Box":
         docker("rm", "-f", name, check=False)
-        args = ["run", "-d", "--name", name, "--hostname", "classroom",
+        # Host network: the daemon checks the hub at 127.0.0.1:<published port>,
+        # as it does on a real box.
+        args = ["run", "-d", "--name", name, "--network", "host",
                 "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", "--tmpfs", "/run", "--tmpfs", "/run/lock"]
         for source, target, mode in mounts:
             args += ["-v", f"{source}:{target}:{mode}"]
