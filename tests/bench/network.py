@@ -58,10 +58,12 @@ async def bench(address: str, rounds: int) -> None:
                 await asyncio.sleep(0.01)
             await settle(adapter)
             before = adapter.calls
-            await client.add_connection(ethernet_settings("noise", str(uuid.uuid4()), "veth0", "10.79.0.1"), False)
+            noise = await client.add_connection(ethernet_settings("noise", str(uuid.uuid4()), "veth0", "10.79.0.1"),
+                                                False)
             await asyncio.sleep(0.2)
             await adapter.observe(SPEC)
             changed_calls.append(adapter.calls - before)
+            await client.delete(noise)
             await settle(adapter)
         await adapter.close()
     print(f"rounds: {rounds}")
