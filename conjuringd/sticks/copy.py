@@ -69,6 +69,16 @@ class _Scan:
     refusals: list[Refusal] = field(default_factory=list)
 
 
+# What other systems leave on a stick (macOS AppleDouble files, Windows thumbnails):
+# never configuration, skipped without a word.
+JUNK = frozenset({".ds_store", ".trashes", ".spotlight-v100", ".fseventsd", ".temporaryitems", "thumbs.db",
+                  "desktop.ini", "system volume information", "$recycle.bin"})
+
+
+def is_junk(name: str) -> bool:
+    return name.startswith("._") or name.lower() in JUNK
+
+
 def printable(parts: tuple[str, ...]) -> str:
     """A relative path for messages, even when a name is not UTF-8."""
     return "/".join(os.fsencode(p).decode("utf-8", "backslashreplace") for p in parts)
@@ -98,7 +108,7 @@ def _walk(
     names = sorted(os.listdir(dir_fd))
     taken: set[str] = set()
     for name in names:
-        if not rel and name.lower() in exclude:
+        if (not rel and name.lower() in exclude) or is_junk(name):
             continue
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         out_name = utf8_name(name)

@@ -196,3 +196,11 @@ def test_fold_case_collision_keeps_one(tmp_path):
     src = tree(tmp_path / "src", {"USERS.CSV": b"upper", "users.csv": b"lower"})
     refusals = safe_copy(src, tmp_path / "dst", CopyLimits(fold_case=True))
     assert len(refusals) == 1 and len(list((tmp_path / "dst").iterdir())) == 1
+
+
+def test_junk_from_other_systems_is_skipped_silently(tmp_path):
+    src = tree(tmp_path / "src", {"users.csv": b"u", "._users.csv": b"\x00\x05\x16\x07", ".DS_Store": b"x",
+                                  "shared/Thumbs.db": b"t", "shared/.hidden.txt": b"kept"})
+    assert safe_copy(src, tmp_path / "dst", CopyLimits()) == []
+    got = sorted(p.relative_to(tmp_path / "dst").as_posix() for p in (tmp_path / "dst").rglob("*") if p.is_file())
+    assert got == ["shared/.hidden.txt", "users.csv"]
