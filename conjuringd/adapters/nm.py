@@ -325,11 +325,12 @@ class NetworkManagerAdapter:
         if msg.sender == "org.freedesktop.DBus" or not (msg.interface or "").startswith(WATCHED):
             return
         self._gen["settings" if msg.path.startswith(SETTINGS_PATH) else "state"] += 1
-        if msg.interface == I_ACTIVE and msg.member == "StateChanged":
+        if msg.interface == I_ACTIVE and msg.member == "StateChanged" and msg.signature == "uu":
             state, reason = msg.body
             self._ac_states[msg.path] = (state, reason)
             self._active_changed(msg.path, state, reason)
-        elif msg.interface == I_DEVICE and msg.member == "StateChanged" and msg.body[0] == nms.DEVICE_FAILED:
+        elif msg.interface == I_DEVICE and msg.member == "StateChanged" and msg.signature == "uuu" \
+                and msg.body[0] == nms.DEVICE_FAILED:
             self._device_failures[msg.path] = msg.body[2]
         elif msg.interface == I_SETTINGS and msg.member in ("NewConnection", "ConnectionRemoved"):
             self._wake_up(f"network: connection {'added' if msg.member == 'NewConnection' else 'removed'}")
@@ -341,7 +342,7 @@ class NetworkManagerAdapter:
         name = self._active_ids.get(path, "")
         if state == nms.AC_DEACTIVATED and name and name == self._serve:
             log.info("serve_network_deactivated", connection=name, reason=nms.active_reason_words(reason))
-            self._wake_up(f"network: {name} deactivated ({nms.active_reason_words(reason)})")
+            self._wake_up(f"network: serve connection {name!r} deactivated ({nms.active_reason_words(reason)})")
 
     def _owner_changed(self, new_owner: str) -> None:
         self._forget(owner_changed=True)

@@ -131,7 +131,7 @@ async def test_reactivates_serve_deactivated_behind_its_back(adapter, real_nm): 
     await adapter.observe(SERVE)
     async with NMClient(real_nm.bus.address) as client:
         await client.deactivate("serve")
-    await until(lambda: _async(any("serve deactivated" in w for w in adapter.wakes)), what="a wake")
+    await until(lambda: _async(any("serve connection 'serve' deactivated" in w for w in adapter.wakes)), what="a wake")
     assert (await adapter.observe(SERVE)).state == "inactive"
     await adapter.activate_serve(SERVE)
     assert (await adapter.observe(SERVE)).state == "activated"
@@ -226,7 +226,7 @@ async def test_networkmanager_killed_and_restarted(adapter, real_nm):  # noqa: F
     adapter.wakes.clear()
     async with NMClient(real_nm.bus.address) as client:  # signals still reach us from the new NetworkManager
         await client.deactivate("serve")
-    await until(lambda: _async(any("serve deactivated" in w for w in adapter.wakes)), what="a wake after restart")
+    await until(lambda: _async(any("serve connection 'serve' deactivated" in w for w in adapter.wakes)), what="a wake after restart")
 
 
 async def _async(value):
