@@ -56,6 +56,7 @@ class Reconciler:
         self._desired_cache: tuple[str, Desired | None] = ("", None)
         self._hang = False
         self._network_problem: str | None = None  # NetworkManager trouble in this pass
+        self._network_needs_input = False
         self._network_backoff = Backoff(initial=5.0, maximum=300.0)
         self._network_retry: asyncio.TimerHandle | None = None
         self.executor = Executor(adapters, store.state, heartbeat, self.import_folder, status.phase, self._report_facts)
@@ -140,6 +141,7 @@ class Reconciler:
         await self._import_sources(reasons)
         passlog = PassLog()
         self._network_problem = None
+        self._network_needs_input = False  # a network configuration error: wait for new input, no retry
         for _ in range(MAX_STEPS):
             desired = self.desired()
             observed = await self.observe(desired)
@@ -152,12 +154,13 @@ class Reconciler:
             for action in actions:
                 try:
                     await self.executor.run(action, desired, passlog)
-                except TransientError as exc:
+                except (TransientError, ConfigError) as exc:
                     if not isinstance(action, ActivateNetwork):
                         raise
                     # The hub does not wait for the network: students on a wired LAN can still reach it.
                     log.warning("network_activation_failed", connection=action.connection, error=str(exc))
                     self._network_problem = str(exc)
+                    self._network_needs_input = isinstance(exc, ConfigError)
         raise TransientError(f"did not converge after {MAX_STEPS} rounds")
 
     async def _import_sources(self, reasons: tuple[str, ...]) -> None:
@@ -249,9 +252,11 @@ class Reconciler:
             if self.status.get("network_error"):
                 self.status.set(network_error=None)
             return
+        self.status.set(network_error=self._network_problem)
+        if self._network_needs_input:
+            return
         delay = self._network_backoff.next_delay()
         log.warning("network_retry_scheduled", error=self._network_problem, retry_in=delay)
-        self.status.set(network_error=self._network_problem)
         self._network_retry = asyncio.get_running_loop().call_later(delay, self.wake, "retry: network")
 
     async def _prune_images(self, desired: Desired) -> None:

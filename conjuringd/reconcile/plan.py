@@ -47,9 +47,13 @@ def plan(desired: Desired | None, observed: Observed) -> list[Action]:
     ]
 
 
+# Activated already, on its way, not ours to manage, or NetworkManager trouble in this pass (retried later).
+_NETWORK_LEFT_ALONE = frozenset({"activated", "activating", "unmanaged", "unavailable", "failed"})
+
+
 def _network_actions(network: NetworkObserved | None) -> list[Action]:
-    if network is None or network.state not in ("inactive", "absent", "deactivating"):
-        return []  # activated, activating, unmanaged, or unavailable/failed this pass (retried later)
+    if network is None or network.state in _NETWORK_LEFT_ALONE:
+        return []
     return [ActivateNetwork(network.serve, reason=f"serve network is {network.state}")]
 
 

@@ -233,3 +233,25 @@ async def test_after_a_build_only_images_of_kept_snapshots_survive(setup):
     users.write_text(users.read_text() + "zoe,longpassword,\n")
     await reconciler.run_pass(("local: edit",))
     assert len(kept) == 2, "no build, no pruning"
+
+
+async def test_outdated_hotspot_is_reactivated_and_a_network_config_error_waits_for_input(setup):
+    from conjuringd.config.problems import ConfigError
+
+    network = FakeNetwork(state="outdated")
+    paths, hub, reconciler = with_network(setup, network)
+    await reconciler.run_pass(("startup",))
+    assert network.activations == 1 and network.state == "activated"
+
+    class Refusing(FakeNetwork):
+        async def activate_serve(self, spec):
+            self.activations += 1
+            raise ConfigError((), "hotspot channel 177 is not valid in band a")
+
+    refusing = Refusing(state="absent")
+    reconciler.adapters.network = refusing
+    await reconciler.run_pass(("local: edit",))
+    assert refusing.activations == 1
+    assert "channel 177" in reconciler.status.get("network_error")
+    assert reconciler._network_retry is None, "a configuration error waits for new input, no retry timer"
+    assert reconciler.status.get("last_error") is None, "the hub itself is fine"
