@@ -28,32 +28,34 @@ from conjuringd.store import config_digest
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
-def _print_problems(problems) -> tuple[int, int]:
+def _load_and_report(path: Path, machine_toml: Path | None):
+    """Load a folder and print its problems; None if the folder cannot be read at all."""
+    try:
+        config, problems = load_custom(path, machine_toml)
+    except ConfigError as exc:
+        print(f"{path}: error: {exc}", file=sys.stderr)
+        return None
     errors = sum(1 for p in problems if p.severity is Severity.ERROR)
     for problem in problems:
         print(problem)
-    return errors, len(problems) - errors
+    return config, errors, len(problems) - errors
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    try:
-        config, problems = load_custom(args.path, args.machine_toml)
-    except ConfigError as exc:
-        print(f"{args.path}: error: {exc}", file=sys.stderr)
+    loaded = _load_and_report(args.path, args.machine_toml)
+    if loaded is None:
         return EXIT_USAGE
-    errors, warnings = _print_problems(problems)
+    _, errors, warnings = loaded
     print(f"{errors} error(s), {warnings} warning(s)")
     return EXIT_INVALID if errors else EXIT_OK
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     paths = _paths(args)
-    try:
-        config, problems = load_custom(args.path, paths.machine_toml)
-    except ConfigError as exc:
-        print(f"{args.path}: error: {exc}", file=sys.stderr)
+    loaded = _load_and_report(args.path, paths.machine_toml if paths.machine_toml.is_file() else None)
+    if loaded is None:
         return EXIT_USAGE
-    errors, _ = _print_problems(problems)
+    config, errors, _ = loaded
     if config is None or errors:
         print("not applicable: fix the errors above first")
         return EXIT_INVALID
