@@ -191,7 +191,7 @@ def test_maintainer_scripts(deb, tmp_path):
     assert "addgroup --system" in postinst and "conjuring" in postinst
     assert "deb-systemd-invoke" in postinst  # dh_installsystemd starts/restarts the unit
     postrm = (tmp_path / "postrm").read_text()
-    assert "! -name home" in postrm and "never deleted" in postrm
+    assert "! -name home ! -name uids.json" in postrm and "never deleted" in postrm
 
 
 def test_installed_unit_verifies(deb, tmp_path):

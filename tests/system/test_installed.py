@@ -221,6 +221,8 @@ def test_remove_stops_the_daemon_and_keeps_everything(box):
 
 def test_purge_keeps_student_homes(box):
     box.sh(f"mkdir -p {STATE}/home/student1 && echo 'my work' > {STATE}/home/student1/notes.txt")
+    box.sh(f"test -e {STATE}/uids.json || echo '{{\"users\": {{\"student1\": 2000}}}}' > {STATE}/uids.json")
+    uids = box.sh(f"cat {STATE}/uids.json").stdout
     assert box.sh(f"test -e {STATE}/state.json -a -d {STATE}/configs").returncode == 0
     started = time.monotonic()
     purge = box.sh("apt-get purge -y conjuringd 2>&1")
@@ -228,6 +230,7 @@ def test_purge_keeps_student_homes(box):
     assert "never deleted" in purge.stdout and f"{STATE}/home" in purge.stdout
     assert box.sh(f"cat {STATE}/home/student1/notes.txt").stdout == "my work\n"
     assert (STATE / "home" / "student1" / "notes.txt").read_text() == "my work\n"  # seen from the host too
+    assert box.sh(f"cat {STATE}/uids.json").stdout == uids
     for gone in (f"{STATE}/state.json", f"{STATE}/configs", f"{STATE}/secrets", "/etc/conjuring"):
         assert box.sh(f"test -e {gone}", check=False).returncode != 0, gone
     assert box.prop("conjuringd", "LoadState") == "not-found"
