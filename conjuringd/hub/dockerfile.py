@@ -1,10 +1,8 @@
 """Render the hub's Dockerfile and a deterministic build context from a configuration.
 
 Layers follow `conjuringd.hashing.image_layers` from rarely to often changed.
-One deliberate exception: the CA certificates are installed right after FROM,
-before the core, because the core's pip install already goes through a school's
-TLS proxy. The image hash still chains every input, so correctness does not
-depend on the order; only the cost of a certs change does.
+The CA certificates come right after FROM, before the core, because the core's
+pip install already goes through a school's TLS proxy.
 Nothing secret goes into the context: users and passwords arrive at run time.
 """
 

@@ -19,18 +19,6 @@ DOCKERD_LOG = Path("/var/log/dockerd.log")
 BASE_TAG = "local/debian:bookworm"
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 
-MMDEBSTRAP = r"""set -o pipefail
-mmdebstrap --variant=minbase --mode=root --format=tar \
-  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
-  --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*' \
-  --aptopt='Acquire::Languages "none"' \
-  --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/archives/*.deb' \
-  bookworm - "deb http://deb.debian.org/debian bookworm main" \
-    "deb http://deb.debian.org/debian bookworm-updates main" \
-    "deb http://deb.debian.org/debian-security bookworm-security main" \
-  | {docker} import --change 'ENV LANG=C.UTF-8' - {tag}
-"""
-
 
 class Unavailable(Exception):
     """Docker cannot be had here (not root, not installed)."""
@@ -81,8 +69,12 @@ def ensure_base_image(tag: str = BASE_TAG) -> str:
     ensure_dockerd()
     if image_exists(tag):
         return tag
-    subprocess.run(["bash", "-c", MMDEBSTRAP.format(docker=DOCKER, tag=tag)], check=True)
-    if not image_exists(tag):
+    # the product's own bootstrap (RECIPES.md's mmdebstrap pipeline, with pipefail)
+    from conjuringd.adapters.docker_build import bootstrap
+
+    ok, tail = bootstrap(tag.rsplit(":", 1)[1], tag)
+    if not ok or not image_exists(tag):
+        print("\n".join(tail))
         raise Unavailable(f"mmdebstrap did not produce {tag}")
     return tag
 

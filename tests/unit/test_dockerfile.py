@@ -16,14 +16,12 @@ def cfg(tmp_path: Path, **kw):
     return make_config(tmp_path, users=(("alice", "s3cret-alice", False), ("bob", "s3cret-bob", True)), certs=False, **kw)
 
 
-def test_sections_follow_image_layers_except_certs_before_core(tmp_path):
+def test_sections_follow_image_layers(tmp_path):
     config = cfg(tmp_path, kernels=(("stats", "venv", b"numpy\n"),))
     rendered = render(config, "h")
     names = [name for name, _ in rendered.sections]
-    expected = [name for name, _ in image_layers(config)]
-    expected.remove("certs")
-    expected.insert(1, "certs")
-    assert names == expected
+    assert names == [name for name, _ in image_layers(config)]
+    assert names[:3] == ["base", "certs", "core"]  # the core's pip install needs the proxy CA
 
 
 def test_context_is_deterministic_and_normalised(tmp_path):

@@ -1,0 +1,351 @@
+"""The hub through the Docker Engine API (docker SDK 5.0.3): images, the `conjuring` container, live syncs.
+
+Every blocking SDK call runs in one single-thread executor. Docker being
+unreachable raises TransientError; a failed build raises BuildFailed. The live
+hashes applied to a container are recorded in `<state>/hub/applied.json`
+(labels are immutable), keyed by container id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets as secrets_mod
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import docker
+import docker.errors
+import requests.exceptions
+import structlog
+
+from conjuringd.adapters import docker_build, hub_http
+from conjuringd.adapters.docker_labels import (
+    CONTAINER_NAME,
+    CONTAINER_PORT,
+    LABEL_IMAGE,
+    PREVIOUS_NAME,
+    PROBE_NAME,
+    container_labels,
+    container_state,
+    hub_settings,
+    image_tag,
+    users_spec,
+)
+from conjuringd.adapters.hub_files import mirror_tree, write_atomic
+from conjuringd.adapters.protocols import Progress
+from conjuringd.config.problems import BuildFailed, ConjuringError, TransientError
+from conjuringd.hub.dockerfile import render
+from conjuringd.paths import Paths
+from conjuringd.reconcile.model import Desired, HubObserved
+from conjuringd.uids import PROBE_UID, UidMap
+
+log = structlog.get_logger(__name__)
+
+_UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)
+
+
+class HubUnhealthy(ConjuringError):
+    def __init__(self, message: str, tail: tuple[str, ...] = ()):
+        self.tail = tail
+        super().__init__(message)
+
+
+class DockerHub:
+    def __init__(self, paths: Paths, client_factory=docker.from_env):
+        self.paths = paths
+        self._factory = client_factory
+        self._client = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="docker")
+        self.hub_dir = paths.state_dir / "hub"
+        self.secrets_dir = paths.secrets / "hub"
+        self.uids = UidMap(paths.state_dir / "uids.json")
+        self.last_build = None  # BuildProgress of the last build (steps, cached steps)
+        self.last_downtime = 0.0  # seconds between stopping the old hub and the new one answering
+
+    # --- plumbing ---------------------------------------------------------------
+
+    def _guarded(self, fn, *args, **kwargs):
+        try:
+            if self._client is None:
+                self._client = self._factory()
+                self._client.api.timeout = 900  # builds stream for minutes
+            return fn(self._client, *args, **kwargs)
+        except _UNREACHABLE as exc:
+            self._reset()
+            raise TransientError(f"docker unreachable: {exc}") from exc
+        except docker.errors.APIError as exc:
+            if exc.is_server_error() and "No such" not in str(exc):
+                self._reset()
+                raise TransientError(f"docker error: {exc}") from exc
+            raise
+        except docker.errors.DockerException as exc:
+            self._reset()
+            raise TransientError(f"docker unreachable: {exc}") from exc
+
+    def _reset(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - closing a broken client
+                pass
+
+    async def _call(self, fn, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: self._guarded(fn, *args, **kwargs))
+
+    async def _io(self, fn, *args):
+        """Blocking work that needs no docker client (files, HTTP)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # --- observe ---------------------------------------------------------------
+
+    async def observe(self) -> HubObserved:
+        return await self._call(self._observe)
+
+    def _observe(self, client) -> HubObserved:
+        images = frozenset(
+            img.labels.get(LABEL_IMAGE, "") for img in client.images.list(filters={"label": LABEL_IMAGE})
+        ) - {""}
+        container = _get(client, CONTAINER_NAME)
+        if container is None:
+            return HubObserved(images=images)
+        state = container_state(container.id, container.labels, container.status, self._applied())
+        return HubObserved(images=images, container=state)
+
+    # --- applied live hashes -----------------------------------------------------
+
+    def _applied(self) -> dict:
+        try:
+            return json.loads((self.hub_dir / "applied.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _record(self, container_id: str, **hashes: str) -> None:
+        applied = self._applied()
+        applied = {container_id: {**applied.get(container_id, {}), **hashes}}  # only the live container matters
+        write_atomic(self.hub_dir / "applied.json", json.dumps(applied, indent=1).encode(), 0o600)
+
+    # --- build -------------------------------------------------------------------
+
+    async def build_image(self, desired: Desired, progress: Progress) -> None:
+        progress("building image: resolving base")
+        started = time.monotonic()
+        base = await self._call(docker_build.resolve_base, desired)
+        rendered = render(desired.config, desired.hashes.image, base=base)
+        self.last_build = await self._call(docker_build.build, desired, rendered, progress)
+        log.info("build_done", image=desired.hashes.image[:12], steps=self.last_build.total,
+                 cached=len(self.last_build.cached), seconds=round(time.monotonic() - started, 1))
+
+    async def prune_images(self, keep: frozenset[str]) -> None:
+        await self._call(self._prune, keep)
+
+    def _prune(self, client, keep: frozenset[str]) -> None:
+        current = _get(client, CONTAINER_NAME)
+        in_use = {current.labels.get(LABEL_IMAGE)} if current is not None else set()
+        for img in client.images.list(filters={"label": LABEL_IMAGE}):
+            image_hash = img.labels.get(LABEL_IMAGE, "")
+            if image_hash in keep or image_hash in in_use:
+                continue
+            try:
+                client.images.remove(img.id)
+                log.info("image_pruned", image=image_hash[:12])
+            except docker.errors.APIError as exc:
+                log.warning("image_prune_failed", image=image_hash[:12], error=str(exc)[:200])
+
+    # --- run-time files ------------------------------------------------------------
+
+    def _source(self, desired: Desired) -> Path:
+        snapshot = Path(desired.config_dir) if desired.config_dir else None
+        return snapshot if snapshot is not None and snapshot.is_dir() else Path(desired.config.root)
+
+    def _probe(self) -> dict:
+        path = self.secrets_dir / "probe-password"
+        if not path.exists():
+            write_atomic(path, secrets_mod.token_urlsafe(24).encode(), 0o600)
+        return {"name": PROBE_NAME, "password": path.read_text().strip(), "admin": False, "uid": PROBE_UID}
+
+    def _write_users(self, desired: Desired) -> None:
+        self.paths.secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for folder in (self.paths.secrets, self.secrets_dir):
+            folder.chmod(0o700)
+        token = self.secrets_dir / "service-token"
+        if not token.exists():
+            write_atomic(token, secrets_mod.token_hex(32).encode(), 0o600)
+        uids = self.uids.assign([u.name for u in desired.config.users])
+        spec = users_spec(desired.config, uids, self._probe())
+        write_atomic(self.secrets_dir / "users.json", json.dumps(spec).encode(), 0o600)
+
+    def _write_files(self, desired: Desired) -> int:
+        source = self._source(desired)
+        return mirror_tree(source / "shared", self.hub_dir / "shared") + mirror_tree(
+            source / "home_default", self.hub_dir / "home_default"
+        )
+
+    def _prepare(self, desired: Desired) -> dict:
+        """Write everything the container mounts; return the volume spec."""
+        self._write_users(desired)
+        self._write_files(desired)
+        run = self.hub_dir / "run" / desired.hashes.restart
+        write_atomic(run / "settings.json", json.dumps(hub_settings(desired.settings.hub)).encode())
+        write_atomic(run / "srv" / "jupyterhub_config.py", desired.config.hub_config)
+        data = self.hub_dir / "data"
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        homes = Path(desired.settings.hub.home_dir or self.paths.home)
+        homes.mkdir(parents=True, exist_ok=True)
+        return {
+            str(homes): {"bind": "/home", "mode": "rw"},
+            str(self.secrets_dir): {"bind": "/run/conjuring/secrets", "mode": "ro"},
+            str(run): {"bind": "/run/conjuring/hub", "mode": "ro"},
+            str(self.hub_dir / "shared"): {"bind": "/shared", "mode": "ro"},
+            str(self.hub_dir / "home_default"): {"bind": "/srv/conjuring/home_default", "mode": "ro"},
+            str(data): {"bind": "/srv/jupyterhub", "mode": "rw"},
+        }
+
+    # --- container -------------------------------------------------------------------
+
+    def url(self, desired: Desired) -> str:
+        return f"http://127.0.0.1:{desired.settings.hub.port}"
+
+    async def replace_container(self, desired: Desired, progress: Progress) -> None:
+        progress("replacing hub container")
+        volumes = await self._io(self._prepare, desired)
+        old_id = await self._call(self._set_aside)
+        new_id = await self._call(self._create, desired, volumes)
+        stopped_at = time.monotonic()
+        try:
+            if old_id:
+                await self._call(lambda c: c.containers.get(old_id).stop(timeout=10))
+                stopped_at = time.monotonic()
+            await self._call(lambda c: c.containers.get(new_id).start())
+            progress("waiting for the new hub to answer")
+            await self._wait_healthy(new_id, desired, probe=True)
+        except (HubUnhealthy, docker.errors.APIError) as exc:
+            await self._rollback(desired, new_id, old_id, exc)
+            tail = exc.tail if isinstance(exc, HubUnhealthy) else (str(exc),)
+            raise BuildFailed(desired.hashes.image, f"hub start: {exc}", tail) from exc
+        self.last_downtime = time.monotonic() - stopped_at
+        await self._io(lambda: self._record(new_id, users=desired.hashes.users, files=desired.hashes.files))
+        if old_id:
+            await self._call(lambda c: c.containers.get(old_id).remove(force=True))
+        log.info("hub_replaced", container=new_id[:12], image=desired.hashes.image[:12],
+                 downtime=round(self.last_downtime, 1))
+
+    def _set_aside(self, client) -> str:
+        """Rename the current container out of the way (kept until its successor is healthy)."""
+        current, previous = _get(client, CONTAINER_NAME), _get(client, PREVIOUS_NAME)
+        if previous is not None:
+            if current is None:  # an interrupted replace: the previous one is the last good hub
+                previous.rename(CONTAINER_NAME)
+                current = previous
+            else:
+                previous.remove(force=True)
+        if current is None:
+            return ""
+        current.rename(PREVIOUS_NAME)
+        return current.id
+
+    def _create(self, client, desired: Desired, volumes: dict) -> str:
+        hashes = desired.hashes
+        container = client.containers.create(
+            image_tag(hashes.image),
+            name=CONTAINER_NAME,
+            labels=container_labels(hashes.image, hashes.restart, hashes.config),
+            init=True,
+            restart_policy={"Name": "unless-stopped"},
+            ports={f"{CONTAINER_PORT}/tcp": desired.settings.hub.port},
+            volumes=volumes,
+            detach=True,
+        )
+        return container.id
+
+    async def _rollback(self, desired: Desired, new_id: str, old_id: str, exc: Exception) -> None:
+        log.error("hub_unhealthy_rollback", container=new_id[:12], error=str(exc)[:300], previous=old_id[:12])
+
+        def undo(client):
+            try:
+                client.containers.get(new_id).remove(force=True)
+            except docker.errors.NotFound:
+                pass
+            if old_id:
+                old = client.containers.get(old_id)
+                old.rename(CONTAINER_NAME)
+                old.start()
+
+        await self._call(undo)
+        if old_id:
+            try:
+                await self._wait_healthy(old_id, desired, probe=False)
+                log.info("hub_rolled_back", container=old_id[:12])
+            except HubUnhealthy as again:
+                log.error("hub_rollback_unhealthy", container=old_id[:12], error=str(again)[:300])
+
+    async def _wait_healthy(self, container_id: str, desired: Desired, probe: bool) -> None:
+        deadline = time.monotonic() + desired.settings.hub.health_timeout
+        base = self.url(desired)
+        while time.monotonic() < deadline:
+            status, restarts = await self._call(self._status, container_id)
+            if status in ("exited", "dead", "restarting") or restarts:
+                raise HubUnhealthy(f"hub container {status} (restarts: {restarts})", await self._logs_tail(container_id))
+            if await self._io(hub_http.health, base) and (not probe or await self._io(self._probe_login, base)):
+                return
+            await asyncio.sleep(0.5)
+        raise HubUnhealthy(f"hub did not answer within {desired.settings.hub.health_timeout}s",
+                           await self._logs_tail(container_id))
+
+    @staticmethod
+    def _status(client, container_id: str) -> tuple[str, int]:
+        container = client.containers.get(container_id)
+        return container.status, int(container.attrs.get("RestartCount") or 0)
+
+    def _probe_login(self, base: str) -> bool:
+        probe = self._probe()
+        return hub_http.HubSession(base, timeout=10).login(probe["name"], probe["password"]) == 302
+
+    async def _logs_tail(self, container_id: str) -> tuple[str, ...]:
+        try:
+            raw = await self._call(lambda c: c.containers.get(container_id).logs(tail=20))
+        except (docker.errors.APIError, TransientError):
+            return ()
+        return tuple(raw.decode("utf-8", "replace").splitlines())
+
+    async def start_container(self, container_id: str) -> None:
+        await self._call(lambda c: c.containers.get(container_id).start())
+        log.info("hub_started", container=container_id[:12])
+
+    # --- live syncs --------------------------------------------------------------------
+
+    async def sync_users(self, desired: Desired) -> None:
+        await self._io(self._write_users, desired)
+        # new homes are seeded from the desired home_default/, even when SyncFiles comes after
+        await self._io(mirror_tree, self._source(desired) / "home_default", self.hub_dir / "home_default")
+        container_id, code, output = await self._call(self._exec_provision)
+        if code != 0:
+            raise TransientError(f"provisioning users failed (exit {code}): {output[-300:]}")
+        log.info("users_synced", container=container_id[:12], summary=output.strip()[-300:])
+        await self._io(lambda: self._record(container_id, users=desired.hashes.users))
+
+    def _exec_provision(self, client) -> tuple[str, int, str]:
+        container = client.containers.get(CONTAINER_NAME)
+        code, output = container.exec_run(["/usr/bin/python3", "/opt/conjuring/runtime/provision.py", "--api"])
+        return container.id, code, output.decode("utf-8", "replace")
+
+    async def sync_files(self, desired: Desired) -> None:
+        changed = await self._io(self._write_files, desired)
+        container_id = await self._call(lambda c: c.containers.get(CONTAINER_NAME).id)
+        log.info("files_synced", container=container_id[:12], changed=changed)
+        await self._io(lambda: self._record(container_id, files=desired.hashes.files))
+
+    async def close(self) -> None:
+        await self._io(self._reset)
+        self._executor.shutdown(wait=False)
+
+
+def _get(client, name: str):
+    try:
+        return client.containers.get(name)
+    except docker.errors.NotFound:
+        return None

@@ -1,0 +1,215 @@
+"""The hub against a real dockerd: build, serve, log in, live changes, rebuilds, failures, rollback.
+
+The tests of this module run in order and share one hub: one build on the
+bootstrapped base (`local/debian:bookworm`), then small changes on top of it,
+as a teacher would make them. Each test drives DockerHub through its Protocol
+methods, with `plan()` deciding what is needed, as the reconciler does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from conjuringd.adapters.docker_labels import CONTAINER_NAME
+from conjuringd.adapters.hub_http import HubSession, health
+from conjuringd.config.model import Kernel, User
+from conjuringd.config.problems import BuildFailed
+from conjuringd.hub.dockerfile import render
+from conjuringd.reconcile.model import BuildImage, ReplaceContainer, SyncFiles, SyncUsers
+from tests.support.docker import DOCKER, require_docker
+from tests.support.hubconfig import desired, replace
+from tests.support.hubworld import BASE, USERS, World, container_id, remove_hub_containers
+from tests.support.kernel import execute
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+RUN = uuid.uuid4().hex  # makes this run's requirement files new to docker's layer cache
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    require_docker()
+    remove_hub_containers()
+    w = World(tmp_path_factory.mktemp("hub"))
+    yield w
+    asyncio.run(w.hub.close())
+    remove_hub_containers()
+
+
+def login(user: str, password: str) -> HubSession:
+    session = HubSession(BASE)
+    assert session.login(user, password) == 302, f"{user} could not log in"
+    return session
+
+
+def start_kernel(session: HubSession, user: str, name: str = "python3") -> str:
+    assert session.wait_lab(user, 180) == 200
+    status, _, body = session.request("POST", f"/user/{user}/api/kernels", {"name": name})
+    assert status == 201, body[:300]
+    return json.loads(body)["id"]
+
+
+async def test_student_logs_in_writes_a_file_and_runs_code_as_themselves(world):
+    had_image = world.desired().hashes.image in (await world.hub.observe()).images  # from an earlier run
+    done = await world.converge()
+    assert done == ([ReplaceContainer] if had_image else [BuildImage, ReplaceContainer])
+    observed = await world.hub.observe()
+    assert observed.container.running and observed.container.image_hash == world.desired().hashes.image
+    assert health(BASE)
+    world.alice = alice = login("alice", "alice-pw-1")
+    assert alice.wait_lab("alice", 180) == 200
+    status, _, _ = alice.request("PUT", "/user/alice/api/contents/hello.txt",
+                                 {"type": "file", "format": "text", "content": "my work"})
+    assert status == 201
+    assert (world.hub.paths.home / "alice" / "hello.txt").read_text() == "my work"
+    assert (world.hub.paths.home / "alice" / "README.md").read_text() == "welcome\n"  # from home_default/
+    top = subprocess.run([DOCKER, "top", CONTAINER_NAME], capture_output=True, text=True).stdout
+    assert "jupyterhub_idle_culler --timeout=600" in top and "configurable-http-proxy" in top
+    world.kernel = start_kernel(alice, "alice")
+    out = execute(alice, "alice", world.kernel, "import os; print(os.getuid(), os.environ['HOME'], open(os.path.expanduser('~/shared/notes.txt')).read())")
+    uid, home, notes = out.split(maxsplit=2)
+    assert int(uid) == json.loads((world.hub.paths.state_dir / "uids.json").read_text())["users"]["alice"]
+    assert int(uid) >= 2000 and home == "/home/alice" and notes.strip() == "week 1"
+
+
+async def test_wrong_password_is_refused_and_only_admins_use_the_admin_api(world):
+    assert HubSession(BASE).login("alice", "not-her-password") == 403
+    assert HubSession(BASE).login("mallory", "alice-pw-1") == 403
+    teacher = login("teacher", "teacher-pw-1")
+    status, _, body = teacher.request("GET", "/hub/api/users")
+    assert status == 200 and {"alice", "teacher"} <= {u["name"] for u in json.loads(body)}
+    assert world.alice.request("GET", "/hub/api/users")[0] == 403
+
+
+async def test_users_and_shared_change_live_without_build_or_restart(world):
+    before, builds = container_id(), world.builds
+    bob = login("bob", "bob-pw-1")
+    assert bob.wait_lab("bob", 180) == 200  # bob is working when he is removed from users.csv
+    (world.cfg / "shared" / "notes.txt").write_text("week 2\n")
+    (world.cfg / "home_default" / "README.md").write_text("welcome v2\n")
+    users = (("alice", "alice-pw-2", False), ("teacher", "teacher-pw-1", True), ("carol", "carol-pw-1", True))
+    world.config = replace(world.config, users=tuple(User(n, p, a, i + 2) for i, (n, p, a) in enumerate(users)))
+    started = time.monotonic()
+    done = await world.converge(allow={SyncUsers, SyncFiles})
+    seconds = time.monotonic() - started
+    assert sorted(t.__name__ for t in done) == ["SyncFiles", "SyncUsers"]
+    assert world.builds == builds and container_id() == before
+    print(f"live users+shared sync: {seconds:.2f}s")
+    # the first student's session and kernel are still there
+    assert world.alice.request("GET", "/user/alice/api/contents/hello.txt")[0] == 200
+    out = execute(world.alice, "alice", world.kernel, "print(open('/home/alice/shared/notes.txt').read())")
+    assert out.strip() == "week 2"
+    assert HubSession(BASE).login("alice", "alice-pw-1") == 403
+    login("alice", "alice-pw-2")
+    carol = login("carol", "carol-pw-1")
+    assert carol.request("GET", "/hub/api/users")[0] == 200  # admin from users.csv, live
+    assert HubSession(BASE).login("bob", "bob-pw-1") == 403  # removed: locked, home kept, server stopped
+    assert (world.hub.paths.home / "bob").is_dir()
+    status, _, body = carol.request("GET", "/hub/api/users/bob")
+    assert status == 200 and not json.loads(body)["servers"]
+    # home_default/ seeds new homes only
+    assert (world.hub.paths.home / "carol" / "README.md").read_text() == "welcome v2\n"
+    assert (world.hub.paths.home / "alice" / "README.md").read_text() == "welcome\n"
+
+
+async def test_requirements_change_rebuilds_only_from_requirements(world):
+    before = container_id()
+    world.config = replace(world.config, requirements=f"tabulate\n# run {RUN}\n".encode())
+    rendered = render(world.config, "x")
+    first_requirements_step = dict(rendered.sections)["requirements"]
+    done = await world.converge()
+    assert done == [BuildImage, ReplaceContainer]
+    build = world.hub.last_build
+    print(f"requirements rebuild: {build.total} steps, cached {build.cached}, downtime {world.hub.last_downtime:.1f}s")
+    assert build.cached == list(range(2, first_requirements_step))  # step 1 is FROM
+    assert container_id() != before
+    alice = login("alice", "alice-pw-2")
+    assert alice.wait_lab("alice") == 200
+    status, _, body = alice.request("GET", "/user/alice/api/contents/hello.txt?content=1")
+    assert status == 200 and json.loads(body)["content"] == "my work"
+    world.alice, world.kernel = alice, start_kernel(alice, "alice")
+    assert execute(alice, "alice", world.kernel, "import tabulate; print('ok')").strip() == "ok"
+
+
+async def test_venv_kernel_from_requirements_file(world):
+    world.config = replace(world.config, kernels=(Kernel("stats", "venv", "requirements-stats.txt", f"tabulate\n# run {RUN}\n".encode()),))
+    first_kernel_step = dict(render(world.config, "x").sections)["kernel:stats"]
+    await world.converge()
+    assert world.hub.last_build.cached == list(range(2, first_kernel_step))
+    alice = login("alice", "alice-pw-2")
+    kernel = start_kernel(alice, "alice", "stats")
+    out = execute(alice, "alice", kernel, "import sys, os, tabulate; print(sys.prefix, os.getuid())")
+    prefix, uid = out.split()
+    assert prefix == "/opt/conjuring/kernels/stats" and int(uid) >= 2000
+
+
+async def test_failing_apt_package_keeps_the_old_hub_serving(world):
+    before, good = container_id(), world.config
+    world.config = replace(good, apt_packages=("conjuring-no-such-package",))  # apt fails on a cache hit too
+    with pytest.raises(BuildFailed) as failed:
+        await world.converge()
+    assert "(apt)" in failed.value.step and "conjuring-no-such-package" in failed.value.step
+    assert any("conjuring-no-such-package" in line for line in failed.value.log_tail)
+    observed = await world.hub.observe()
+    assert observed.container.id == before and observed.container.running
+    assert world.desired().hashes.image not in observed.images
+    assert health(BASE)
+    login("alice", "alice-pw-2")
+    world.config = good
+
+
+async def test_hub_that_cannot_start_rolls_back(world):
+    before, good = container_id(), world.config
+    world.config = replace(good, hub_config=b"raise SystemExit('broken on purpose')\n")
+    with pytest.raises(BuildFailed) as failed:
+        await world.converge(allow={ReplaceContainer})
+    assert failed.value.step.startswith("hub start")
+    assert any("broken on purpose" in line for line in failed.value.log_tail)
+    observed = await world.hub.observe()
+    assert observed.container.id == before and observed.container.running
+    assert observed.container.restart_hash == desired(good).hashes.restart
+    assert health(BASE)
+    login("alice", "alice-pw-2")
+    world.config = good
+
+
+async def test_no_password_in_any_image(world):
+    observed = await world.hub.observe()
+    passwords = [p.encode() for _, p, _ in USERS] + [b"alice-pw-2", b"carol-pw-1"]
+    assert len(observed.images) >= 3
+    for image_hash in observed.images:
+        tag = f"conjuring/hub:{image_hash}"
+        if subprocess.run([DOCKER, "image", "inspect", tag], capture_output=True).returncode:
+            continue  # an image of another test run, without our tag
+        history = subprocess.run([DOCKER, "history", "--no-trunc", tag], capture_output=True, check=True).stdout
+        inspect = subprocess.run([DOCKER, "image", "inspect", tag], capture_output=True, check=True).stdout
+        for secret in passwords:
+            assert secret not in history and secret not in inspect
+
+
+async def test_container_removed_by_hand_is_recreated(world):
+    subprocess.run([DOCKER, "rm", "-f", CONTAINER_NAME], check=True, capture_output=True)
+    assert (await world.hub.observe()).container is None
+    builds = world.builds
+    assert await world.converge() == [ReplaceContainer]
+    assert world.builds == builds
+    login("alice", "alice-pw-2")
+    assert (world.hub.paths.home / "alice" / "hello.txt").read_text() == "my work"
+
+
+async def test_prune_keeps_the_running_and_the_kept_images(world):
+    observed = await world.hub.observe()
+    running = observed.container.image_hash
+    ours = sorted((world.images & observed.images) - {running})  # other runs' images are left alone
+    assert ours
+    others = observed.images - world.images
+    await world.hub.prune_images(frozenset(others | {ours[0]}))
+    after = (await world.hub.observe()).images
+    assert running in after and ours[0] in after
+    assert not (set(ours[1:]) & after)

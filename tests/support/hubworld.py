@@ -1,0 +1,71 @@
+"""One hub driven through DockerHub's Protocol methods, with plan() deciding, as the reconciler does.
+
+Shared by tests/integration/test_hub_docker.py and tests/bench/apply.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from conjuringd.adapters.docker import DockerHub
+from conjuringd.adapters.docker_labels import CONTAINER_NAME, PREVIOUS_NAME
+from conjuringd.config.model import HubSettings
+from conjuringd.paths import Paths
+from conjuringd.reconcile.model import BuildImage, Observed, ReplaceContainer, SyncFiles, SyncUsers
+from conjuringd.reconcile.plan import plan
+from tests.support.docker import DOCKER
+from tests.support.hubconfig import desired, make_config
+
+PORT = 18989
+BASE = f"http://127.0.0.1:{PORT}"
+USERS = (("alice", "alice-pw-1", False), ("bob", "bob-pw-1", False), ("teacher", "teacher-pw-1", True))
+
+
+class World:
+    def __init__(self, root: Path):
+        self.root = root
+        self.hub = DockerHub(Paths(state_dir=root / "state", config_dir=root / "etc", runtime_dir=root / "run"))
+        self.cfg = root / "custom"
+        (self.cfg / "shared").mkdir(parents=True)
+        (self.cfg / "home_default").mkdir()
+        (self.cfg / "shared" / "notes.txt").write_text("week 1\n")
+        (self.cfg / "home_default" / "README.md").write_text("welcome\n")
+        self.config = make_config(self.cfg, users=USERS, hub=HubSettings(port=PORT, health_timeout=150, idle_timeout=600))
+        self.builds = 0
+        self.images: set[str] = set()  # image hashes this world built or used
+
+    def desired(self):
+        return desired(self.config)
+
+    async def converge(self, allow=None) -> list:
+        """Run plan() against observe() until it is empty; return the action types done."""
+        done = []
+        for _ in range(5):
+            d = self.desired()
+            self.images.add(d.hashes.image)
+            actions = plan(d, Observed(hub=await self.hub.observe()))
+            if not actions:
+                return done
+            for action in actions:
+                assert allow is None or type(action) in allow, f"unexpected {action}"
+                done.append(type(action))
+                if isinstance(action, BuildImage):
+                    self.builds += 1
+                    await self.hub.build_image(d, lambda line: None)
+                elif isinstance(action, ReplaceContainer):
+                    await self.hub.replace_container(d, lambda line: None)
+                elif isinstance(action, SyncUsers):
+                    await self.hub.sync_users(d)
+                elif isinstance(action, SyncFiles):
+                    await self.hub.sync_files(d)
+        raise AssertionError(f"did not converge: {done}")
+
+
+def remove_hub_containers() -> None:
+    for name in (CONTAINER_NAME, PREVIOUS_NAME):
+        subprocess.run([DOCKER, "rm", "-f", name], capture_output=True)
+
+
+def container_id() -> str:
+    return subprocess.run([DOCKER, "inspect", "-f", "{{.Id}}", CONTAINER_NAME], capture_output=True, text=True).stdout.strip()
