@@ -19,11 +19,10 @@ from pathlib import Path
 from tests.support.docker import BASE_TAG, DOCKER
 
 IMAGE = "local/conjuring-systemd:bookworm"
-DEPENDENCIES = (
-    "systemd systemd-sysv dbus procps adduser "
-    "python3-pyudev python3-dbus-next python3-docker python3-watchdog python3-structlog "
-    "python3-sdnotify python3-yaml python3-requests docker.io"
-)
+# systemd, and the one heavy dependency (docker.io, never started inside).
+# The package's other dependencies are left to `apt-get install ./x.deb`, so a
+# Depends: the daemon needs but the package lacks makes the test fail.
+DEPENDENCIES = "systemd systemd-sysv dbus python3 docker.io"
 DOCKERFILE = f"""FROM {BASE_TAG}
 ENV container=docker DEBIAN_FRONTEND=noninteractive
 RUN apt-get update -qq \\

@@ -80,8 +80,11 @@ def box(request, tmp_path_factory):
     container.stage("container boot", started)
     container.write(f"{DROPIN}/10-systemtest.conf", f"[Service]\nExecStart=\nExecStart={DAEMON}\n")
     started = time.monotonic()
+    container.sh("apt-get update -qq", timeout=300)
+    container.stage("apt-get update", started)
+    started = time.monotonic()
     install = container.sh("apt-get install -y --no-install-recommends /mnt/debs/conjuringd_*_all.deb 2>&1",
-                           timeout=300)
+                           timeout=600)
     container.stage("apt-get install (postinst starts the unit)", started)
     container.install_log = install.stdout
     request.config.stash[TIMINGS] = container.timings  # printed in the closing summary
@@ -101,6 +104,7 @@ def pass_ids(box: Box, trigger: str) -> list[int]:
 
 def test_install_starts_the_service_through_ready(box):
     assert "Setting up conjuringd" in box.install_log
+    assert "Setting up python3-structlog" in box.install_log  # apt resolved the Depends
     assert box.prop("conjuringd", "ActiveState") == "active"
     assert box.prop("conjuringd", "SubState") == "running"
     assert box.prop("conjuringd", "Type") == "notify"
@@ -190,7 +194,8 @@ def test_apply_a_folder_from_tmp(box):
     """The unit keeps /tmp shared (no PrivateTmp=): `conjuringctl apply /tmp/x` works."""
     box.sh("rm -rf /tmp/custom && cp -r /etc/conjuring/custom /tmp/custom && "
            "printf 'newstudent,a-long-password\\n' >> /tmp/custom/users.csv")
-    users_before = json.loads(box.sh("conjuringctl status --json").stdout).get("users")
+    users_before = box.wait_for(lambda: (s := json.loads(box.sh("conjuringctl status --json").stdout))
+                                .get("converged") and s.get("users"), 60, "a converged status")
     result = box.sh("conjuringctl apply /tmp/custom", check=False, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     status = box.wait_for(lambda: (s := json.loads(box.sh("conjuringctl status --json").stdout))
