@@ -26,7 +26,7 @@ def make_config(root: Path, users=(("alice", "alice-pw-1", False),), *, apt=(), 
                 kernels=(), base_dockerfile=b"", base_image="", hub_config=b"", hub: HubSettings | None = None,
                 certs: bool = True) -> CustomConfig:
     """A config read from `root` (only shared/ and home_default/ are taken from disk)."""
-    cert_list = (("proxy-ca.crt", PROXY_CA.read_bytes()),) if certs and PROXY_CA.exists() else ()
+    cert_list = (("host-ca.crt", PROXY_CA.read_bytes()),) if certs and PROXY_CA.exists() else ()
     return CustomConfig(
         root=str(root),
         users=tuple(User(name, pw, admin, i + 2) for i, (name, pw, admin) in enumerate(users)),
