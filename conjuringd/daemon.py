@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hub", choices=("docker", "none"), default="docker")
     parser.add_argument("--network", choices=("nm", "none"), default="nm")
     parser.add_argument("--usb", choices=("udev", "none"), default="udev")
-    parser.add_argument("--log-format", choices=("auto", "console", "json"), default="auto")
+    parser.add_argument("--log-format", choices=("auto", "console", "logfmt", "json"), default="auto")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--version", action="version", version=f"conjuringd {__version__}")
     return parser.parse_args(argv)

@@ -1,8 +1,11 @@
 """structlog, configured once: key=value lines by default, JSON lines on request.
 
-`auto` (the default) gives key=value lines, coloured on a terminal; under
-systemd each line becomes one journal entry. `json` gives one JSON object per
+`auto` (the default): coloured, aligned lines on a terminal; logfmt lines
+(`level=info event=pass_start pass_id=3 trigger="local: custom/ edited"`) when
+not on a terminal, e.g. under systemd, where each line is one journal entry.
+`console` and `logfmt` force one of those; `json` gives one JSON object per
 line. Every line of a reconcile pass carries `pass_id` and `trigger`.
+Unexpected errors carry their traceback; expected ones are one line.
 """
 
 from __future__ import annotations
@@ -23,13 +26,18 @@ def _redact(_logger: object, _name: str, event: dict) -> dict:
 
 def configure(fmt: str = "auto", level: str = "info", stream=None) -> None:
     stream = stream or sys.stdout
+    tty = hasattr(stream, "isatty") and stream.isatty()
+    if fmt == "auto":
+        fmt = "console" if tty else "logfmt"
+    timestamper: list = []
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
         timestamper = [structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    elif fmt == "logfmt":  # the journal adds its own timestamps
+        renderer = structlog.processors.LogfmtRenderer(key_order=["level", "event"], bool_as_flag=False)
     else:
-        tty = hasattr(stream, "isatty") and stream.isatty()
         renderer = structlog.dev.ConsoleRenderer(colors=tty, pad_event=0)
-        timestamper = [structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False)] if tty else []
+        timestamper = [structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False)]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -37,7 +45,7 @@ def configure(fmt: str = "auto", level: str = "info", stream=None) -> None:
             _redact,
             *timestamper,
             structlog.processors.StackInfoRenderer(),
-            *([structlog.processors.format_exc_info] if fmt == "json" else []),
+            *([structlog.processors.format_exc_info] if fmt != "console" else []),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
