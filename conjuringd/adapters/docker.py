@@ -223,8 +223,10 @@ class DockerHub:
             await self._call(lambda c: c.containers.get(new_id).start())
             progress("waiting for the new hub to answer")
             await self._wait_healthy(new_id, desired, probe=True)
-        except (HubUnhealthy, docker.errors.APIError) as exc:
+        except Exception as exc:  # whatever went wrong, the previous hub comes back first
             await self._rollback(desired, new_id, old_id, exc)
+            if isinstance(exc, TransientError):
+                raise
             tail = exc.tail if isinstance(exc, HubUnhealthy) else (str(exc),)
             raise BuildFailed(desired.hashes.image, f"hub start: {exc}", tail) from exc
         self.last_downtime = time.monotonic() - stopped_at
@@ -275,7 +277,11 @@ class DockerHub:
                 old.rename(CONTAINER_NAME)
                 old.start()
 
-        await self._call(undo)
+        try:
+            await self._call(undo)
+        except (TransientError, docker.errors.APIError) as again:
+            log.error("hub_rollback_failed", container=old_id[:12], error=str(again)[:300])
+            return
         if old_id:
             try:
                 await self._wait_healthy(old_id, desired, probe=False)

@@ -21,7 +21,7 @@ from conjuringd.adapters.hub_http import HubSession, health
 from conjuringd.config.model import Kernel, User
 from conjuringd.config.problems import BuildFailed
 from conjuringd.hub.dockerfile import render
-from conjuringd.reconcile.model import BuildImage, ReplaceContainer, SyncFiles, SyncUsers
+from conjuringd.reconcile.model import BuildImage, ReplaceContainer, StartContainer, SyncFiles, SyncUsers
 from tests.support.docker import DOCKER, require_docker
 from tests.support.hubconfig import desired, replace
 from tests.support.hubworld import BASE, USERS, World, container_id, remove_hub_containers
@@ -118,6 +118,20 @@ async def test_users_and_shared_change_live_without_build_or_restart(world):
     assert (world.hub.paths.home / "alice" / "README.md").read_text() == "welcome\n"
 
 
+async def test_admin_flag_changes_live(world):
+    before = container_id()
+    assert world.alice.request("GET", "/hub/api/users")[0] == 403
+    world.config = replace(world.config, users=tuple(
+        User(u.name, u.password, True if u.name == "alice" else u.admin, u.line) for u in world.config.users))
+    assert await world.converge(allow={SyncUsers}) == [SyncUsers]
+    assert container_id() == before
+    assert world.alice.request("GET", "/hub/api/users")[0] == 200  # her open session, no new login
+    world.config = replace(world.config, users=tuple(
+        User(u.name, u.password, False if u.name == "alice" else u.admin, u.line) for u in world.config.users))
+    await world.converge(allow={SyncUsers})
+    assert world.alice.request("GET", "/hub/api/users")[0] == 403
+
+
 async def test_requirements_change_rebuilds_only_from_requirements(world):
     before = container_id()
     world.config = replace(world.config, requirements=f"tabulate\n# run {RUN}\n".encode())
@@ -201,6 +215,18 @@ async def test_container_removed_by_hand_is_recreated(world):
     assert world.builds == builds
     login("alice", "alice-pw-2")
     assert (world.hub.paths.home / "alice" / "hello.txt").read_text() == "my work"
+
+
+async def test_container_stopped_by_hand_is_started_again(world):
+    before = container_id()
+    subprocess.run([DOCKER, "stop", "-t", "5", CONTAINER_NAME], check=True, capture_output=True)
+    assert not (await world.hub.observe()).container.running
+    assert await world.converge(allow={StartContainer}) == [StartContainer]
+    assert container_id() == before
+    deadline = time.monotonic() + 120
+    while not health(BASE) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    login("alice", "alice-pw-2")
 
 
 async def test_prune_keeps_the_running_and_the_kept_images(world):

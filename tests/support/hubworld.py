@@ -12,7 +12,7 @@ from conjuringd.adapters.docker import DockerHub
 from conjuringd.adapters.docker_labels import CONTAINER_NAME, PREVIOUS_NAME
 from conjuringd.config.model import HubSettings
 from conjuringd.paths import Paths
-from conjuringd.reconcile.model import BuildImage, Observed, ReplaceContainer, SyncFiles, SyncUsers
+from conjuringd.reconcile.model import BuildImage, Observed, ReplaceContainer, StartContainer, SyncFiles, SyncUsers
 from conjuringd.reconcile.plan import plan
 from tests.support.docker import DOCKER
 from tests.support.hubconfig import desired, make_config
@@ -59,6 +59,8 @@ class World:
                     await self.hub.sync_users(d)
                 elif isinstance(action, SyncFiles):
                     await self.hub.sync_files(d)
+                elif isinstance(action, StartContainer):
+                    await self.hub.start_container(action.container_id)
         raise AssertionError(f"did not converge: {done}")
 
 

@@ -73,7 +73,8 @@ _token_file = SECRETS / "service-token"
 services, roles = [], []
 if _token_file.exists():
     services.append({"name": "conjuringd", "api_token": _token_file.read_text().strip()})
-    roles.append({"name": "conjuringd", "scopes": ["admin:users", "admin:servers", "list:users"], "services": ["conjuringd"]})
+    # the admin role: only admins may grant admin (users.csv's admin column, applied live)
+    roles.append({"name": "admin", "services": ["conjuringd"]})
 if int(settings.get("idle_timeout", 0)) > 0:
     services.append(
         {"name": "idle-culler", "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={int(settings['idle_timeout'])}"]}
