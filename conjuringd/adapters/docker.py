@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets as secrets_mod
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -205,6 +206,12 @@ class DockerHub:
             str(data): {"bind": "/srv/jupyterhub", "mode": "rw"},
         }
 
+    def _forget_run_dirs(self, keep: str) -> None:
+        """Remove run-time settings folders of restart hashes no container uses any more."""
+        for folder in (self.hub_dir / "run").iterdir():
+            if folder.name != keep and folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+
     # --- container -------------------------------------------------------------------
 
     def url(self, desired: Desired) -> str:
@@ -231,6 +238,7 @@ class DockerHub:
             raise BuildFailed(desired.hashes.image, f"hub start: {exc}", tail) from exc
         self.last_downtime = time.monotonic() - stopped_at
         await self._io(lambda: self._record(new_id, users=desired.hashes.users, files=desired.hashes.files))
+        await self._io(self._forget_run_dirs, desired.hashes.restart)
         if old_id:
             await self._call(lambda c: c.containers.get(old_id).remove(force=True))
         log.info("hub_replaced", container=new_id[:12], image=desired.hashes.image[:12],

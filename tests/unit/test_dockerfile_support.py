@@ -93,3 +93,17 @@ def test_write_atomic_reports_changes(tmp_path):
     assert not write_atomic(path, b"a", 0o600)
     assert write_atomic(path, b"b", 0o600) and path.read_bytes() == b"b"
     assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_main_job_logs_in_as_the_first_student(tmp_path):
+    from conjuringd.adapters.hub_ready import candidate_urls, first_student
+
+    users = tmp_path / "users.csv"
+    users.write_text("name,password,admin\nprof, pw0 ,yes\n\nstudent1,change-me-1\nstudent2,x,\n")
+    assert first_student(users) == ("student1", "change-me-1")
+    users.write_text("name,password,admin\nprof,pw0,TRUE\n")
+    assert first_student(users) == ("prof", "pw0")  # only admins: log in as one
+    status = tmp_path / "status.json"
+    status.write_text('{"hub_urls": ["http://10.42.0.1:8989"]}')
+    assert candidate_urls(status, 8989) == ["http://10.42.0.1:8989", "http://127.0.0.1:8989"]
+    assert candidate_urls(tmp_path / "missing.json", 1) == ["http://127.0.0.1:1"]
