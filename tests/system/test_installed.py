@@ -2,8 +2,11 @@
 
 `apt-get install ./conjuringd_*.deb`, then systemctl / journalctl /
 conjuringctl: READY=1, the first reconcile in the journal, status for root and
-the `conjuring` group, reload, restart, the watchdog restarting a frozen
-daemon, and a purge that keeps the student homes.
+the `conjuring` group; then the hub from the default configuration (plus the
+CA of this network's TLS proxy, as a school would add it) on the host's
+dockerd, a student logging in, and with the hub serving: reload, restart, the
+watchdog restarting a frozen daemon, an upgrade, remove, and a purge that keeps
+the student homes. The hub container's ID must survive all of them.
 
 The tests share one container and run in file order (purge is last).
 """
@@ -19,8 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from conjuringd.adapters.hub_http import HubSession, health
 from tests.support import docker as dockersupport
-from tests.system.box import Box, build_image
+from tests.support.docker import in_ci
+from tests.system.box import Box, build_image, docker
 from tests.system.conftest import TIMINGS
 from tests.system.debbuild import Unbuildable, build_deb, require_or_skip
 
@@ -32,8 +37,13 @@ CONTAINER = "conjuring-systemtest"
 STATE = Path("/var/lib/conjuring")
 OURS = Path("/var/lib/conjuring.systemtest")  # marks a host STATE this test created
 DROPIN = "/etc/systemd/system/conjuringd.service.d"
-# No hub in the container test yet: the daemon's own life cycle is what is tested.
+# The first start runs without a hub (seeding, READY, status); the unit's own
+# ExecStart (hub, NetworkManager, udev) takes over in the hub test.
 DAEMON = "/usr/bin/conjuringd --hub none"
+HUB_NAMES = ("conjuring", "conjuring-previous")  # the daemon's container names on the host
+HUB = "http://127.0.0.1:8989"  # the default port, published on the host
+STUDENT = ("student1", "change-me-1")  # from the default users.csv
+PROXY_CA = Path("/etc/ssl/certs/ca-certificates.crt")  # trusted by this network's TLS proxy
 
 
 def claim_host_state() -> None:
@@ -47,6 +57,23 @@ def claim_host_state() -> None:
 def release_host_state() -> None:
     shutil.rmtree(STATE, ignore_errors=True)
     OURS.unlink(missing_ok=True)
+
+
+def claim_hub_names() -> None:
+    """The hub's container names are machine-wide: take them only from a finished run."""
+    existing = [name for name in HUB_NAMES if docker("inspect", name, check=False).returncode == 0]
+    if existing and not in_ci():
+        require_or_skip(Exception(f"hub container(s) {existing} exist on this dockerd (another test running?)"))
+    release_hub()
+
+
+def release_hub() -> None:
+    docker("rm", "-f", *HUB_NAMES, check=False)
+
+
+def hub_id() -> str:
+    result = docker("inspect", "-f", "{{.Id}}", HUB_NAMES[0], check=False)
+    return result.stdout.strip() if result.returncode == 0 else ""
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +98,7 @@ def box(request, tmp_path_factory):
     started = time.monotonic()
     build_image()
     timings["systemd image"] = time.monotonic() - started
+    claim_hub_names()
     claim_host_state()
     started = time.monotonic()
     container = Box.start(CONTAINER, [(str(debs), "/mnt/debs", "ro"),
@@ -90,6 +118,7 @@ def box(request, tmp_path_factory):
     request.config.stash[TIMINGS] = container.timings  # printed in the closing summary
     yield container
     container.remove()
+    release_hub()
     release_host_state()
 
 
@@ -155,8 +184,42 @@ def test_conjuringctl_status_for_root_and_the_group(box):
     assert "'conjuring' group" in other.stderr
 
 
+def test_hub_comes_up_from_the_default_configuration(box):
+    if PROXY_CA.exists():
+        box.write("/etc/conjuring/custom/certs/network-proxy.crt", PROXY_CA.read_text())
+    box.sh(f"rm {DROPIN}/10-systemtest.conf && systemctl daemon-reload")
+    started = time.monotonic()
+    box.sh("systemctl restart conjuringd")
+    assert box.prop("conjuringd", "SubState") == "running"
+
+    def up():
+        journal = box.journal()
+        assert "build_failed" not in journal and "hub_unhealthy_rollback" not in journal, journal[-4000:]
+        return "hub_replaced" in journal and hub_id() and health(HUB)
+
+    box.wait_for(up, 1200, "the hub image to build and the hub to answer", interval=2)
+    box.stage("hub: build + start + health check", started)
+    status = json.loads(box.sh("conjuringctl status --json").stdout)
+    assert any(url.endswith(":8989") for url in status["hub_urls"]), status
+    labels = json.loads(docker("inspect", "-f", "{{json .Config.Labels}}", HUB_NAMES[0]).stdout)
+    assert labels.get("org.conjuring.image"), labels
+
+
+def test_student_logs_in_and_works(box):
+    assert HubSession(HUB).login(STUDENT[0], "not-the-password") == 403
+    session = HubSession(HUB)
+    started = time.monotonic()
+    assert session.login(*STUDENT) == 302
+    assert session.wait_lab(STUDENT[0], 300) == 200
+    box.stage("student login + server spawn", started)
+    status, _, _ = session.request("PUT", f"/user/{STUDENT[0]}/api/contents/notes.txt",
+                                   {"type": "file", "format": "text", "content": "my work"})
+    assert status == 201
+    assert (STATE / "home" / STUDENT[0] / "notes.txt").read_text() == "my work"  # on the host
+
+
 def test_reload_replans_without_restarting(box):
-    pid = box.prop("conjuringd", "MainPID")
+    pid, hub = box.prop("conjuringd", "MainPID"), hub_id()
     before = max(pass_ids(box), default=0)
     started = time.monotonic()
     box.sh("systemctl reload conjuringd")
@@ -166,10 +229,11 @@ def test_reload_replans_without_restarting(box):
     assert reloads
     assert box.prop("conjuringd", "MainPID") == pid
     assert box.prop("conjuringd", "ActiveState") == "active"
+    assert hub_id() == hub and health(HUB)
 
 
-def test_restart(box):
-    pid = box.prop("conjuringd", "MainPID")
+def test_restart_keeps_the_hub_container(box):
+    pid, hub = box.prop("conjuringd", "MainPID"), hub_id()
     ready_before = len(journal_lines(box, "ready"))
     started = time.monotonic()
     box.sh("systemctl restart conjuringd")
@@ -178,20 +242,31 @@ def test_restart(box):
     assert box.prop("conjuringd", "MainPID") != pid
     assert len(journal_lines(box, "ready")) == ready_before + 1
     assert box.sh("conjuringctl status").returncode == 0
+    box.wait_for(lambda: json.loads(box.sh("conjuringctl status --json").stdout).get("converged"), 60,
+                 "the restarted daemon to converge")
+    assert hub_id() == hub and health(HUB)
 
 
-def test_watchdog_restarts_a_frozen_daemon(box):
+def test_watchdog_restarts_a_frozen_daemon_while_the_hub_serves(box):
     box.write(f"{DROPIN}/20-watchdog.conf", "[Service]\nWatchdogSec=3s\nTimeoutAbortSec=5s\n")
     box.sh("systemctl daemon-reload && systemctl restart conjuringd")
     pid = box.prop("conjuringd", "MainPID")
     restarts = int(box.prop("conjuringd", "NRestarts"))
     time.sleep(4)  # the daemon keeps a 3 s watchdog happy while it runs
     assert box.prop("conjuringd", "MainPID") == pid, "restarted although it was pinging"
+    hub, answers = hub_id(), []
     started = time.monotonic()
     box.sh(f"kill -STOP {pid}")
-    box.wait_for(lambda: box.prop("conjuringd", "MainPID") not in (pid, "0")
-                 and box.prop("conjuringd", "SubState") == "running", 30, "systemd to restart the daemon")
+
+    def restarted():
+        answers.append(health(HUB, timeout=2))
+        return (box.prop("conjuringd", "MainPID") not in (pid, "0")
+                and box.prop("conjuringd", "SubState") == "running")
+
+    box.wait_for(restarted, 30, "systemd to restart the daemon")
     box.stage("kill -STOP -> watchdog restart -> running", started)
+    assert answers and all(answers), f"the hub stopped answering: {answers}"
+    assert hub_id() == hub
     assert int(box.prop("conjuringd", "NRestarts")) == restarts + 1
     assert "Watchdog timeout" in box.journal()
     box.sh(f"rm {DROPIN}/20-watchdog.conf && systemctl daemon-reload && systemctl restart conjuringd")
@@ -206,18 +281,20 @@ def test_apply_a_folder_from_tmp(box):
     result = box.sh("conjuringctl apply /tmp/custom", check=False, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     status = box.wait_for(lambda: (s := json.loads(box.sh("conjuringctl status --json").stdout))
-                          .get("users") == users_before + 1 and s, 30, "the applied users")
+                          .get("users") == users_before + 1 and s.get("converged") and s, 60, "the applied users")
     assert status["active_source"]["path"] == "/tmp/custom"
+    assert HubSession(HUB).login("newstudent", "a-long-password") == 302  # synced live
 
 
-def test_reinstall_restarts_the_daemon(box):
+def test_reinstall_restarts_the_daemon_not_the_hub(box):
     """What an upgrade does: the postinst restarts the running daemon (not the hub)."""
-    pid = box.prop("conjuringd", "MainPID")
+    pid, hub = box.prop("conjuringd", "MainPID"), hub_id()
     started = time.monotonic()
     box.sh("apt-get install -y --reinstall --no-install-recommends /mnt/debs/conjuringd_*_all.deb 2>&1")
     box.stage("apt-get install --reinstall (restart)", started)
     assert box.prop("conjuringd", "SubState") == "running"
     assert box.prop("conjuringd", "MainPID") != pid
+    assert hub_id() == hub and health(HUB)
 
 
 def test_remove_stops_the_daemon_and_keeps_everything(box):
@@ -225,6 +302,7 @@ def test_remove_stops_the_daemon_and_keeps_everything(box):
     box.sh("apt-get remove -y conjuringd 2>&1")
     box.stage("apt-get remove", started)
     assert box.prop("conjuringd", "ActiveState") in ("inactive", "")
+    assert health(HUB), "the hub keeps serving without its daemon"
     for kept in ("/etc/conjuring/conjuring.toml", "/etc/conjuring/custom/users.csv", f"{STATE}/state.json"):
         assert box.sh(f"test -e {kept}", check=False).returncode == 0, kept
     box.sh("apt-get install -y --no-install-recommends /mnt/debs/conjuringd_*_all.deb 2>&1")
@@ -232,16 +310,15 @@ def test_remove_stops_the_daemon_and_keeps_everything(box):
 
 
 def test_purge_keeps_student_homes(box):
-    box.sh(f"mkdir -p {STATE}/home/student1 && echo 'my work' > {STATE}/home/student1/notes.txt")
-    box.sh(f"test -e {STATE}/uids.json || echo '{{\"users\": {{\"student1\": 2000}}}}' > {STATE}/uids.json")
     uids = box.sh(f"cat {STATE}/uids.json").stdout
+    assert STUDENT[0] in json.loads(uids)["users"]
     assert box.sh(f"test -e {STATE}/state.json -a -d {STATE}/configs").returncode == 0
     started = time.monotonic()
     purge = box.sh("apt-get purge -y conjuringd 2>&1")
     box.stage("apt-get purge", started)
     assert "never deleted" in purge.stdout and f"{STATE}/home" in purge.stdout
-    assert box.sh(f"cat {STATE}/home/student1/notes.txt").stdout == "my work\n"
-    assert (STATE / "home" / "student1" / "notes.txt").read_text() == "my work\n"  # seen from the host too
+    assert box.sh(f"cat {STATE}/home/{STUDENT[0]}/notes.txt").stdout == "my work"
+    assert (STATE / "home" / STUDENT[0] / "notes.txt").read_text() == "my work"  # seen from the host too
     assert box.sh(f"cat {STATE}/uids.json").stdout == uids
     for gone in (f"{STATE}/state.json", f"{STATE}/configs", f"{STATE}/secrets", "/etc/conjuring"):
         assert box.sh(f"test -e {gone}", check=False).returncode != 0, gone
