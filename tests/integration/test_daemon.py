@@ -60,7 +60,7 @@ def test_ready_status_passes_and_invalid_edit(daemon):
     assert any("users.csv:3" in p and "duplicate" in p for p in problems), problems
     assert daemon.state()["active"] == second
     assert {p.relative_to(snapshot): p.read_bytes() for p in snapshot.rglob("*") if p.is_file()} == before
-    status = daemon.status()
+    status = daemon.wait_status(lambda s: s.get("last_error"))
     assert "invalid" in status["last_error"]
     assert any("users.csv:3" in p for p in status["problems"])
     assert daemon.proc.poll() is None
@@ -70,7 +70,7 @@ def test_ready_status_passes_and_invalid_edit(daemon):
     daemon.wait_event("import", result="applied", count=3)
     third = daemon.state()["active"]
     assert third not in (first, second)
-    assert daemon.status()["last_error"] is None
+    daemon.wait_status(lambda s: s.get("active_config") == third and s.get("last_error") is None)
     assert "secret1" not in daemon.log_path.read_text(), "a password leaked into the log"
 
     assert daemon.stop() == 0

@@ -114,6 +114,20 @@ class Daemon:
     def status(self) -> dict:
         return json.loads((self.runtime_dir / "status.json").read_text())
 
+    def wait_status(self, predicate, timeout: float = 10) -> dict:
+        """Poll status.json until `predicate(status)` holds (the log line may come first)."""
+        deadline = time.monotonic() + timeout
+        status: dict = {}
+        while time.monotonic() < deadline:
+            try:
+                status = self.status()
+            except (OSError, ValueError):
+                status = {}
+            if status and predicate(status):
+                return status
+            time.sleep(0.05)
+        raise AssertionError(f"status never matched within {timeout}s: {status}")
+
     def state(self) -> dict:
         return json.loads((self.state_dir / "state.json").read_text())
 
