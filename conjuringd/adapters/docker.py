@@ -26,7 +26,6 @@ from conjuringd.adapters.docker_labels import (
     CONTAINER_NAME,
     CONTAINER_PORT,
     LABEL_IMAGE,
-    PREVIOUS_NAME,
     PROBE_NAME,
     container_labels,
     container_state,
@@ -54,8 +53,10 @@ class HubUnhealthy(ConjuringError):
 
 
 class DockerHub:
-    def __init__(self, paths: Paths, client_factory=docker.from_env):
+    def __init__(self, paths: Paths, client_factory=docker.from_env, container_name: str = CONTAINER_NAME):
         self.paths = paths
+        self.name = container_name  # tests use their own, so they never touch a real hub
+        self.previous_name = f"{container_name}-previous"  # PREVIOUS_NAME for the real hub
         self._factory = client_factory
         self._client = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="docker")
@@ -110,7 +111,7 @@ class DockerHub:
         images = frozenset(
             img.labels.get(LABEL_IMAGE, "") for img in client.images.list(filters={"label": LABEL_IMAGE})
         ) - {""}
-        container = _get(client, CONTAINER_NAME)
+        container = _get(client, self.name)
         if container is None:
             return HubObserved(images=images)
         state = container_state(container.id, container.labels, container.status, self._applied())
@@ -144,7 +145,7 @@ class DockerHub:
         await self._call(self._prune, keep)
 
     def _prune(self, client, keep: frozenset[str]) -> None:
-        current = _get(client, CONTAINER_NAME)
+        current = _get(client, self.name)
         in_use = {current.labels.get(LABEL_IMAGE)} if current is not None else set()
         for img in client.images.list(filters={"label": LABEL_IMAGE}):
             image_hash = img.labels.get(LABEL_IMAGE, "")
@@ -237,6 +238,7 @@ class DockerHub:
             tail = exc.tail if isinstance(exc, HubUnhealthy) else (str(exc),)
             raise BuildFailed(desired.hashes.image, f"hub start: {exc}", tail) from exc
         self.last_downtime = time.monotonic() - stopped_at
+        await self._io(self._forget_probe, self.url(desired))
         await self._io(lambda: self._record(new_id, users=desired.hashes.users, files=desired.hashes.files))
         await self._io(self._forget_run_dirs, desired.hashes.restart)
         if old_id:
@@ -246,23 +248,23 @@ class DockerHub:
 
     def _set_aside(self, client) -> str:
         """Rename the current container out of the way (kept until its successor is healthy)."""
-        current, previous = _get(client, CONTAINER_NAME), _get(client, PREVIOUS_NAME)
+        current, previous = _get(client, self.name), _get(client, self.previous_name)
         if previous is not None:
             if current is None:  # an interrupted replace: the previous one is the last good hub
-                previous.rename(CONTAINER_NAME)
+                previous.rename(self.name)
                 current = previous
             else:
                 previous.remove(force=True)
         if current is None:
             return ""
-        current.rename(PREVIOUS_NAME)
+        current.rename(self.previous_name)
         return current.id
 
     def _create(self, client, desired: Desired, volumes: dict) -> str:
         hashes = desired.hashes
         container = client.containers.create(
             image_tag(hashes.image),
-            name=CONTAINER_NAME,
+            name=self.name,
             labels=container_labels(hashes.image, hashes.restart, hashes.config),
             init=True,
             restart_policy={"Name": "unless-stopped"},
@@ -282,7 +284,7 @@ class DockerHub:
                 pass
             if old_id:
                 old = client.containers.get(old_id)
-                old.rename(CONTAINER_NAME)
+                old.rename(self.name)
                 old.start()
 
         try:
@@ -319,6 +321,16 @@ class DockerHub:
         probe = self._probe()
         return hub_http.HubSession(base, timeout=10).login(probe["name"], probe["password"]) == 302
 
+    def _forget_probe(self, base: str) -> None:
+        """Drop the probe account from the hub's user list, so teachers never see it (best effort)."""
+        token = (self.secrets_dir / "service-token").read_text().strip()
+        try:
+            status, _ = hub_http.api(base, token, "DELETE", f"/users/{PROBE_NAME}")
+        except OSError as exc:
+            status = str(exc)
+        if status not in (204, 404):
+            log.warning("probe_user_not_removed", status=status)
+
     async def _logs_tail(self, container_id: str) -> tuple[str, ...]:
         try:
             raw = await self._call(lambda c: c.containers.get(container_id).logs(tail=20))
@@ -343,13 +355,13 @@ class DockerHub:
         await self._io(lambda: self._record(container_id, users=desired.hashes.users))
 
     def _exec_provision(self, client) -> tuple[str, int, str]:
-        container = client.containers.get(CONTAINER_NAME)
+        container = client.containers.get(self.name)
         code, output = container.exec_run(["/usr/bin/python3", "/opt/conjuring/runtime/provision.py", "--api"])
         return container.id, code, output.decode("utf-8", "replace")
 
     async def sync_files(self, desired: Desired) -> None:
         changed = await self._io(self._write_files, desired)
-        container_id = await self._call(lambda c: c.containers.get(CONTAINER_NAME).id)
+        container_id = await self._call(lambda c: c.containers.get(self.name).id)
         log.info("files_synced", container=container_id[:12], changed=changed)
         await self._io(lambda: self._record(container_id, files=desired.hashes.files))
 

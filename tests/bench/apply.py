@@ -21,7 +21,7 @@ from conjuringd.adapters.hub_http import HubSession
 from conjuringd.config.model import User
 from tests.support.docker import DOCKER, ensure_base_image, ensure_dockerd
 from tests.support.hubconfig import replace
-from tests.support.hubworld import BASE, World, container_id, remove_hub_containers
+from tests.support.hubworld import BASE, NAME, World, container_id, remove_hub_containers
 
 
 def serving(check, timeout: float = 300) -> bool:
@@ -39,7 +39,7 @@ def can_login(user: str, password: str):
 
 def file_in_container(path: str, text: str):
     def check() -> bool:
-        out = subprocess.run([DOCKER, "exec", "conjuring", "cat", path], capture_output=True, text=True).stdout
+        out = subprocess.run([DOCKER, "exec", NAME, "cat", path], capture_output=True, text=True).stdout
         return out == text
     return check
 

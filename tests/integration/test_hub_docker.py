@@ -16,7 +16,6 @@ import uuid
 
 import pytest
 
-from conjuringd.adapters.docker_labels import CONTAINER_NAME
 from conjuringd.adapters.hub_http import HubSession, health
 from conjuringd.config.model import Kernel, User
 from conjuringd.config.problems import BuildFailed
@@ -24,7 +23,7 @@ from conjuringd.hub.dockerfile import render
 from conjuringd.reconcile.model import BuildImage, ReplaceContainer, StartContainer, SyncFiles, SyncUsers
 from tests.support.docker import DOCKER, require_docker
 from tests.support.hubconfig import desired, replace
-from tests.support.hubworld import BASE, USERS, World, container_id, remove_hub_containers
+from tests.support.hubworld import BASE, NAME, USERS, World, container_id, remove_hub_containers
 from tests.support.kernel import execute
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -69,7 +68,7 @@ async def test_student_logs_in_writes_a_file_and_runs_code_as_themselves(world):
     assert status == 201
     assert (world.hub.paths.home / "alice" / "hello.txt").read_text() == "my work"
     assert (world.hub.paths.home / "alice" / "README.md").read_text() == "welcome\n"  # from home_default/
-    top = subprocess.run([DOCKER, "top", CONTAINER_NAME], capture_output=True, text=True).stdout
+    top = subprocess.run([DOCKER, "top", NAME], capture_output=True, text=True).stdout
     assert "jupyterhub_idle_culler --timeout=600" in top and "configurable-http-proxy" in top
     world.kernel = start_kernel(alice, "alice")
     out = execute(alice, "alice", world.kernel, "import os; print(os.getuid(), os.environ['HOME'], open(os.path.expanduser('~/shared/notes.txt')).read())")
@@ -83,7 +82,8 @@ async def test_wrong_password_is_refused_and_only_admins_use_the_admin_api(world
     assert HubSession(BASE).login("mallory", "alice-pw-1") == 403
     teacher = login("teacher", "teacher-pw-1")
     status, _, body = teacher.request("GET", "/hub/api/users")
-    assert status == 200 and {"alice", "teacher"} <= {u["name"] for u in json.loads(body)}
+    names = {u["name"] for u in json.loads(body)}
+    assert status == 200 and {"alice", "teacher"} <= names and "conjuring-probe" not in names
     assert world.alice.request("GET", "/hub/api/users")[0] == 403
 
 
@@ -208,7 +208,7 @@ async def test_no_password_in_any_image(world):
 
 
 async def test_container_removed_by_hand_is_recreated(world):
-    subprocess.run([DOCKER, "rm", "-f", CONTAINER_NAME], check=True, capture_output=True)
+    subprocess.run([DOCKER, "rm", "-f", NAME], check=True, capture_output=True)
     assert (await world.hub.observe()).container is None
     builds = world.builds
     assert await world.converge() == [ReplaceContainer]
@@ -219,7 +219,7 @@ async def test_container_removed_by_hand_is_recreated(world):
 
 async def test_container_stopped_by_hand_is_started_again(world):
     before = container_id()
-    subprocess.run([DOCKER, "stop", "-t", "5", CONTAINER_NAME], check=True, capture_output=True)
+    subprocess.run([DOCKER, "stop", "-t", "5", NAME], check=True, capture_output=True)
     assert not (await world.hub.observe()).container.running
     assert await world.converge(allow={StartContainer}) == [StartContainer]
     assert container_id() == before

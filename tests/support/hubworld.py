@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 from conjuringd.adapters.docker import DockerHub
-from conjuringd.adapters.docker_labels import CONTAINER_NAME, PREVIOUS_NAME
 from conjuringd.config.model import HubSettings
 from conjuringd.paths import Paths
 from conjuringd.reconcile.model import BuildImage, Observed, ReplaceContainer, StartContainer, SyncFiles, SyncUsers
@@ -17,6 +16,7 @@ from conjuringd.reconcile.plan import plan
 from tests.support.docker import DOCKER
 from tests.support.hubconfig import desired, make_config
 
+NAME = "conjuring-hubtest"  # never the real hub's name: a hub on this machine is left alone
 PORT = 18989
 BASE = f"http://127.0.0.1:{PORT}"
 USERS = (("alice", "alice-pw-1", False), ("bob", "bob-pw-1", False), ("teacher", "teacher-pw-1", True))
@@ -25,7 +25,8 @@ USERS = (("alice", "alice-pw-1", False), ("bob", "bob-pw-1", False), ("teacher",
 class World:
     def __init__(self, root: Path):
         self.root = root
-        self.hub = DockerHub(Paths(state_dir=root / "state", config_dir=root / "etc", runtime_dir=root / "run"))
+        self.hub = DockerHub(Paths(state_dir=root / "state", config_dir=root / "etc", runtime_dir=root / "run"),
+                             container_name=NAME)
         self.cfg = root / "custom"
         (self.cfg / "shared").mkdir(parents=True)
         (self.cfg / "home_default").mkdir()
@@ -65,9 +66,9 @@ class World:
 
 
 def remove_hub_containers() -> None:
-    for name in (CONTAINER_NAME, PREVIOUS_NAME):
+    for name in (NAME, f"{NAME}-previous"):
         subprocess.run([DOCKER, "rm", "-f", name], capture_output=True)
 
 
 def container_id() -> str:
-    return subprocess.run([DOCKER, "inspect", "-f", "{{.Id}}", CONTAINER_NAME], capture_output=True, text=True).stdout.strip()
+    return subprocess.run([DOCKER, "inspect", "-f", "{{.Id}}", NAME], capture_output=True, text=True).stdout.strip()
