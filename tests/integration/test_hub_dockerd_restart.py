@@ -8,6 +8,7 @@ namespace: it deletes the host's docker0.)
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ import pytest
 from conjuringd.adapters.docker import DockerHub
 from conjuringd.config.problems import TransientError
 from conjuringd.paths import Paths
-from tests.support.docker import DOCKER, in_ci, socket_answers
+from tests.support.docker import BASE_TAG, DOCKER, in_ci, require_docker, socket_answers
 
 pytestmark = pytest.mark.docker
 
@@ -68,6 +69,18 @@ def private_dockerd():
     shutil.rmtree(root, ignore_errors=True)
 
 
+def _run_labelled_container(sock: Path) -> str:
+    """A stand-in hub: our labels, restart policy unless-stopped, on the bootstrapped base."""
+    save = subprocess.Popen([DOCKER, "save", BASE_TAG], stdout=subprocess.PIPE)
+    subprocess.run([DOCKER, "-H", f"unix://{sock}", "load"], stdin=save.stdout, check=True, capture_output=True)
+    assert save.wait() == 0
+    return subprocess.run(
+        [DOCKER, "-H", f"unix://{sock}", "run", "-d", "--name", "conjuring", "--init", "--restart", "unless-stopped",
+         "--label", "org.conjuring.image=restart-test", "--label", "org.conjuring.restart=r1", BASE_TAG, "sleep", "infinity"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+
+
 def _import_labelled_image(sock: Path) -> None:
     """A tiny image carrying our label, made from an empty rootfs (no registry needed)."""
     empty = subprocess.run(["tar", "-c", "-T", "/dev/null"], capture_output=True, check=True).stdout
@@ -90,5 +103,26 @@ async def test_adapter_recovers_after_dockerd_restart(private_dockerd, tmp_path)
         private_dockerd.start()
         observed = await hub.observe()  # the same adapter, not restarted
         assert observed.images == frozenset({"restart-test"}) and observed.container is None
+    finally:
+        await hub.close()
+
+
+async def test_hub_container_comes_back_with_dockerd(private_dockerd, tmp_path):
+    require_docker()  # for the base image
+    sock = private_dockerd.sock
+    container_id = _run_labelled_container(sock)
+    hub = DockerHub(Paths(state_dir=tmp_path / "state"),
+                    client_factory=lambda: docker.DockerClient(base_url=f"unix://{sock}", version="auto"))
+    try:
+        before = (await hub.observe()).container
+        assert before.id == container_id and before.running and before.restart_hash == "r1"
+        private_dockerd.stop()
+        with pytest.raises(TransientError):
+            await hub.observe()
+        private_dockerd.start()
+        deadline = time.monotonic() + 30
+        while not (after := (await hub.observe()).container).running and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert after.id == container_id and after.running  # restart policy: no action needed
     finally:
         await hub.close()
