@@ -1,7 +1,8 @@
 """The hub through the Docker Engine API (docker SDK 5.0.3): images, the `conjuring` container, live syncs.
 
 Every blocking SDK call runs in one single-thread executor. Docker being
-unreachable raises TransientError; a failed build raises BuildFailed. The live
+unreachable raises TransientError; a failed build raises BuildFailed; a new hub
+that does not become healthy is rolled back, then HubUnhealthy is raised. The live
 hashes applied to a container are recorded in `<state>/hub/applied.json`
 (labels are immutable), keyed by container id.
 """
@@ -35,10 +36,11 @@ from conjuringd.adapters.docker_labels import (
 )
 from conjuringd.adapters.hub_files import mirror_tree, write_atomic
 from conjuringd.adapters.protocols import Progress
-from conjuringd.config.problems import BuildFailed, ConjuringError, TransientError
+from conjuringd.config.problems import ConjuringError, HubUnhealthy, TransientError
 from conjuringd.hub.dockerfile import render
 from conjuringd.paths import Paths
 from conjuringd.reconcile.model import Desired, HubObserved
+from conjuringd.reconcile.plan import replace_key
 from conjuringd.uids import PROBE_UID, UidMap
 
 log = structlog.get_logger(__name__)
@@ -46,7 +48,9 @@ log = structlog.get_logger(__name__)
 _UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)
 
 
-class HubUnhealthy(ConjuringError):
+class _NotHealthy(ConjuringError):
+    """Internal: the new hub did not answer; replace_container rolls back and raises HubUnhealthy."""
+
     def __init__(self, message: str, tail: tuple[str, ...] = ()):
         self.tail = tail
         super().__init__(message)
@@ -222,7 +226,12 @@ class DockerHub:
         progress("replacing hub container")
         volumes = await self._io(self._prepare, desired)
         old_id = await self._call(self._set_aside)
-        new_id = await self._call(self._create, desired, volumes)
+        try:
+            new_id = await self._call(self._create, desired, volumes)
+        except Exception:
+            if old_id:  # nothing was stopped yet: just give the serving hub its name back
+                await self._call(lambda c: c.containers.get(old_id).rename(self.name))
+            raise
         stopped_at = time.monotonic()
         try:
             if old_id:
@@ -235,8 +244,9 @@ class DockerHub:
             await self._rollback(desired, new_id, old_id, exc)
             if isinstance(exc, TransientError):
                 raise
-            tail = exc.tail if isinstance(exc, HubUnhealthy) else (str(exc),)
-            raise BuildFailed(desired.hashes.image, f"hub start: {exc}", tail) from exc
+            tail = exc.tail if isinstance(exc, _NotHealthy) else (str(exc),)
+            key = replace_key(desired.hashes.image, desired.hashes.restart)
+            raise HubUnhealthy(key, f"new hub did not start: {exc}", tail) from exc
         self.last_downtime = time.monotonic() - stopped_at
         await self._io(self._forget_probe, self.url(desired))
         await self._io(lambda: self._record(new_id, users=desired.hashes.users, files=desired.hashes.files))
@@ -296,7 +306,7 @@ class DockerHub:
             try:
                 await self._wait_healthy(old_id, desired, probe=False)
                 log.info("hub_rolled_back", container=old_id[:12])
-            except HubUnhealthy as again:
+            except (_NotHealthy, TransientError) as again:
                 log.error("hub_rollback_unhealthy", container=old_id[:12], error=str(again)[:300])
 
     async def _wait_healthy(self, container_id: str, desired: Desired, probe: bool) -> None:
@@ -305,11 +315,11 @@ class DockerHub:
         while time.monotonic() < deadline:
             status, restarts = await self._call(self._status, container_id)
             if status in ("exited", "dead", "restarting") or restarts:
-                raise HubUnhealthy(f"hub container {status} (restarts: {restarts})", await self._logs_tail(container_id))
+                raise _NotHealthy(f"hub container {status} (restarts: {restarts})", await self._logs_tail(container_id))
             if await self._io(hub_http.health, base) and (not probe or await self._io(self._probe_login, base)):
                 return
             await asyncio.sleep(0.5)
-        raise HubUnhealthy(f"hub did not answer within {desired.settings.hub.health_timeout}s",
+        raise _NotHealthy(f"hub did not answer within {desired.settings.hub.health_timeout}s",
                            await self._logs_tail(container_id))
 
     @staticmethod

@@ -18,7 +18,7 @@ import pytest
 
 from conjuringd.adapters.hub_http import HubSession, health
 from conjuringd.config.model import Kernel, User
-from conjuringd.config.problems import BuildFailed
+from conjuringd.config.problems import BuildFailed, HubUnhealthy
 from conjuringd.hub.dockerfile import render
 from conjuringd.reconcile.model import BuildImage, ReplaceContainer, StartContainer, SyncFiles, SyncUsers
 from tests.support.docker import DOCKER, require_docker
@@ -181,9 +181,9 @@ async def test_failing_apt_package_keeps_the_old_hub_serving(world):
 async def test_hub_that_cannot_start_rolls_back(world):
     before, good = container_id(), world.config
     world.config = replace(good, hub_config=b"raise SystemExit('broken on purpose')\n")
-    with pytest.raises(BuildFailed) as failed:
+    with pytest.raises(HubUnhealthy) as failed:
         await world.converge(allow={ReplaceContainer})
-    assert failed.value.step.startswith("hub start")
+    assert failed.value.key == f"{world.desired().hashes.image}:{world.desired().hashes.restart}"
     assert any("broken on purpose" in line for line in failed.value.log_tail)
     observed = await world.hub.observe()
     assert observed.container.id == before and observed.container.running
