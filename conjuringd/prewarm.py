@@ -153,6 +153,16 @@ async def prewarm(base_url: str, token: str, users: Iterable[str], *, concurrenc
     return report
 
 
+async def prewarm_hub(hub, desired, **kwargs) -> PrewarmReport:
+    """prewarm() for the students (non-admins) of `desired`, with the service token the docker adapter keeps,
+    holding their servers until they come; run it as a background task after convergence."""
+    token_file = hub.secrets_dir / "service-token"
+    token = (await asyncio.get_running_loop().run_in_executor(None, token_file.read_text)).strip()
+    names = [u.name for u in desired.config.users if not u.admin]
+    kwargs.setdefault("hold", True)
+    return await prewarm(hub.url(desired), token, names, **kwargs)
+
+
 def classroom_status(users: list[dict], mem_used: int, mem_total: int, *, per_student: int = PER_STUDENT_MB * 2**20,
                      admins: Iterable[str] = ()) -> dict:
     """How many students are active and how many more fit in memory.

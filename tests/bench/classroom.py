@@ -37,6 +37,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import websocket
+
 from conjuringd.adapters.hub_http import HubSession
 from conjuringd.prewarm import prewarm
 from tests.bench.classroom_hub import VARIANTS, BenchHub, proc_cpu_seconds, proc_rss, proc_uid, students
@@ -56,6 +58,7 @@ class Student:
     phases: dict = field(default_factory=dict)
     error: str = ""
     progress: list = field(default_factory=list)
+    reconnects: int = 0
 
 
 def reason(status: int, page: bytes, where: str) -> str:
@@ -119,7 +122,11 @@ def run_student(student: Student, base: str, start: threading.Event, timeout: fl
         if status != 201:
             raise RuntimeError(reason(status, page, "session"))
         kernel = json.loads(page)["kernel"]["id"]
-        out = execute(session, student.name, kernel, CELL, timeout=max(5.0, deadline - time.monotonic()))
+        try:
+            out = execute(session, student.name, kernel, CELL, timeout=max(5.0, deadline - time.monotonic()))
+        except websocket.WebSocketException:  # JupyterLab reconnects a lost kernel connection; the student re-runs
+            student.reconnects += 1
+            out = execute(session, student.name, kernel, CELL, timeout=max(5.0, deadline - time.monotonic()))
         if out.strip() != EXPECTED:
             raise RuntimeError(f"cell printed {out.strip()[:40]!r}")
         student.seconds = time.monotonic() - t0
@@ -139,7 +146,10 @@ class HealthWatch(threading.Thread):
         session = HubSession(self.hub.base, timeout=10)
         while not self.stop.is_set():
             t = time.monotonic()
-            status, _, _ = session.request("GET", "/hub/health")
+            try:
+                status, _, _ = session.request("GET", "/hub/health")
+            except OSError:  # timed out or refused: counts as a failed check
+                status = 0
             self.latencies.append(time.monotonic() - t)
             self.failures += status != 200
             self.mem_peak = max(self.mem_peak, self.hub.cgroup.memory())
@@ -198,6 +208,7 @@ def run_class(hub: BenchHub, n: int, prewarmed: bool, timeout: float) -> dict:
     result.update({
         "n": n, "ok": len(ok), "failures": Counter(s.error for s in people if s.error), "wall": wall,
         "p50": percentile(ok, 0.5), "p95": percentile(ok, 0.95), "max": max(ok) if ok else float("nan"),
+        "reconnects": sum(s.reconnects for s in people),
         "saw_progress": sum(1 for s in people if s.progress),
         "saw_place_in_line": sum(1 for s in people if any("in line" in m for m in s.progress)),
         "health_max": max(watch.latencies, default=float("nan")), "health_failed": watch.failures,
@@ -242,6 +253,7 @@ ROWS = (
     ("login->cell max s", lambda r: fmt(r.get("max", float("nan")))),
     ("p50 login / lab s", lambda r: "/".join(fmt(r.get("phases_p50", {}).get(k, float("nan"))) for k in ("login", "lab"))),
     ("saw progress / line", lambda r: f"{r.get('saw_progress', '-')}/{r.get('saw_place_in_line', '-')}"),
+    ("kernel ws reconnects", lambda r: str(r.get("reconnects", "-"))),
     ("wall s", lambda r: fmt(r.get("wall", float("nan")))),
     ("/hub/health max s", lambda r: fmt(r.get("health_max", float("nan")), ".2f")),
     ("health >1s / failed", lambda r: f"{r.get('health_over_1s', '-')}/{r.get('health_failed', '-')} of {r.get('health_checks', '-')}"),

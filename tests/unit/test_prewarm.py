@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conjuringd.prewarm import classroom_status, prewarm, server_state
+from conjuringd.prewarm import classroom_status, prewarm, prewarm_hub, server_state
 
 
 def iso(dt: datetime) -> str:
@@ -177,3 +177,18 @@ def test_classroom_status_counts_students_and_memory_headroom():
 def test_classroom_status_when_memory_is_full():
     status = classroom_status([], mem_used=9 * 2**30, mem_total=8 * 2**30)
     assert status["memory_headroom_mb"] == 0 and status["more_students_fit"] == 0 and status["students"] == 0
+
+
+async def test_prewarm_hub_starts_the_students_of_the_configuration_with_the_adapters_token(tmp_path):
+    from types import SimpleNamespace
+
+    (tmp_path / "service-token").write_text("tok\n")
+    seen = {}
+    users = [SimpleNamespace(name="s00", admin=False), SimpleNamespace(name="teacher", admin=True),
+             SimpleNamespace(name="s01", admin=False)]
+    desired = SimpleNamespace(config=SimpleNamespace(users=users))
+    hub = SimpleNamespace(secrets_dir=tmp_path, url=lambda d: seen.setdefault("url", "http://127.0.0.1:8989"))
+    fake = FakeHub(["s00", "s01", "teacher"], boot_polls=1)
+    report = await prewarm_hub(hub, desired, poll=0.001, hold=False, call=fake)
+    assert sorted(report.ready) == ["s00", "s01"]  # the teacher is not prewarmed
+    assert server_state(fake.users["teacher"]) == "stopped"
