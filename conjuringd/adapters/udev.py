@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import json
 import os
 import shutil
 import socket
@@ -33,10 +34,12 @@ from conjuringd.reconcile.model import ImportOutcome, ReportFacts, StickObserved
 from conjuringd.sticks.copy import CopyLimits, TreeTooLarge
 from conjuringd.sticks.mountinfo import needs_archive, read_mountinfo
 from conjuringd.sticks.policy import accepts, is_system_mount
-from conjuringd.sticks.report import StickReport, render_report
+from conjuringd.sticks.report import StickReport, render_report, write_atomic
 from conjuringd.sticks.session import PULLED, StickInfo, StickSession, device_present, run_backup, stage_custom, write_report_file
 
 log = structlog.get_logger(__name__)
+
+HANDLED_FILE = "sticks-handled.json"
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class UdevSticks:
         self._copy_hook = copy_hook or debug_copy_pause()  # tests: called after each copied file
         self._mounter = Mounter(paths.media)
         self._pending: dict[str, _Pending] = {}  # by device node
-        self._handled: dict[str, str] = {}  # device node -> key already imported
+        self._handled: dict[str, str] = _load_handled(paths.runtime_dir / HANDLED_FILE)  # node -> key imported
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sticks")
         self._context: pyudev.Context | None = None
         self._monitor: pyudev.Monitor | None = None
@@ -137,9 +140,18 @@ class UdevSticks:
 
     def _forget(self, node: str, why: str) -> None:
         dropped = self._pending.pop(node, None)
-        self._handled.pop(node, None)
+        if self._handled.pop(node, None) is not None:
+            self._save_handled()
         if dropped is not None:
             log.info("stick_gone", device=node, why=why, dropped=dropped.pending, label=dropped.info.label)
+
+    def _save_handled(self) -> None:
+        """Remember imported insertions across daemon restarts (not reboots: the runtime dir is a tmpfs),
+        so `systemctl restart` does not re-apply a stick over a newer local edit."""
+        try:
+            write_atomic(self.paths.runtime_dir / HANDLED_FILE, json.dumps(self._handled).encode())
+        except OSError as exc:
+            log.warning("sticks_state_not_saved", error=str(exc))
 
     def _verdict(self, device: pyudev.Device, props: dict):
         entries = read_mountinfo()
@@ -199,6 +211,7 @@ class UdevSticks:
         if pending is None:
             return
         self._handled[device] = key
+        self._save_handled()
         usb = self._usb()
         staged: Path | None = None
         try:
@@ -302,6 +315,14 @@ class UdevSticks:
             self._loop.remove_reader(self._monitor.fileno())
         self._monitor = None
         self._executor.shutdown(wait=True)
+
+
+def _load_handled(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text())
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def debug_copy_pause() -> Callable[[int], None] | None:

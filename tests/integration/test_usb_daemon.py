@@ -181,3 +181,22 @@ def test_stick_pulled_mid_copy_keeps_config_and_daemon(tmp_path, udevd, loops):
         wait_active(daemon, config_digest(tree / "conjuring" / "custom"))
     finally:
         daemon.close()
+
+
+def test_restart_does_not_reapply_a_stick_over_a_newer_local_edit(daemon, tmp_path, loops):
+    tree = stick_tree(tmp_path / "t", "sticky,pw-123456,\n")
+    loops.attach(make_ext4_stick(tmp_path / "usb-r.img", tree))
+    settle()
+    daemon.start()
+    wait_active(daemon, config_digest(tree / "conjuring" / "custom"))
+    daemon.wait_event("report_written")
+    daemon.stop()
+    with open(daemon.custom / "users.csv", "a") as f:  # edited while the daemon was down: the newest change
+        f.write("localedit,pw-123456,\n")
+    local = config_digest(daemon.custom)
+    daemon.start()
+    wait_active(daemon, local)
+    daemon.wait_event("converged", count=2)  # one before the restart, one after
+    time.sleep(1.0)
+    assert daemon.state()["active"] == local
+    assert len(daemon.events("stick_seen")) == 1  # the same insertion is not seen as new after a restart
