@@ -26,7 +26,7 @@ from conjuringd.adapters.hub_http import HubSession, health
 from tests.support import docker as dockersupport
 from tests.support.docker import in_ci
 from tests.system.box import Box, build_image, docker
-from tests.system.conftest import TIMINGS
+from tests.system.conftest import JOURNAL, TIMINGS
 from tests.system.debbuild import Unbuildable, build_deb, require_or_skip
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
@@ -100,6 +100,28 @@ def box(request, tmp_path_factory):
     timings["systemd image"] = time.monotonic() - started
     claim_hub_names()
     claim_host_state()
+    container = Box(CONTAINER)
+    try:
+        container = install(debs, timings)
+        request.config.stash[TIMINGS] = container.timings  # printed in the closing summary
+        yield container
+    finally:
+        keep_journal(container, debs.parent / "journal.txt", request.config)
+        container.remove()
+        release_hub()
+        release_host_state()
+
+
+def keep_journal(container: Box, path: Path, config) -> None:
+    """The container's whole journal outlives it, for reading after a failure."""
+    result = container.sh("journalctl -o short-precise --no-pager", check=False)
+    if result.returncode == 0:
+        path.write_text(result.stdout)
+        config.stash[JOURNAL] = str(path)
+
+
+def install(debs: Path, timings: dict[str, float]) -> Box:
+    """Boot the systemd container, then `apt-get install ./conjuringd_*.deb` in it."""
     started = time.monotonic()
     container = Box.start(CONTAINER, [(str(debs), "/mnt/debs", "ro"),
                                       ("/var/run/docker.sock", "/run/docker.sock", "rw"),
@@ -111,15 +133,11 @@ def box(request, tmp_path_factory):
     container.sh("apt-get update -qq", timeout=300)
     container.stage("apt-get update", started)
     started = time.monotonic()
-    install = container.sh("apt-get install -y --no-install-recommends /mnt/debs/conjuringd_*_all.deb 2>&1",
-                           timeout=600)
+    result = container.sh("apt-get install -y --no-install-recommends /mnt/debs/conjuringd_*_all.deb 2>&1",
+                          timeout=600)
     container.stage("apt-get install (postinst starts the unit)", started)
-    container.install_log = install.stdout
-    request.config.stash[TIMINGS] = container.timings  # printed in the closing summary
-    yield container
-    container.remove()
-    release_hub()
-    release_host_state()
+    container.install_log = result.stdout
+    return container
 
 
 def journal_lines(box: Box, event: str) -> list[str]:
