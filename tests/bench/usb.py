@@ -9,6 +9,8 @@ For each run it attaches a small ext4 stick with a different users.csv and measu
   - attach -> REPORT.txt written back;
 then samples CPU time and context switches of every daemon thread over a quiet
 window, with --usb udev and (for comparison) --usb none.
+Run it alone: block devices attached by anything else during the idle window
+(other tests' loop devices) are udev events and do wake the monitor.
 """
 
 from __future__ import annotations
