@@ -42,7 +42,7 @@ def world(tmp_path_factory):
 
 
 def login(user: str, password: str) -> HubSession:
-    session = HubSession(BASE)
+    session = HubSession(BASE, timeout=120)  # the machine may be busy with other work
     assert session.login(user, password) == 302, f"{user} could not log in"
     return session
 
@@ -78,8 +78,8 @@ async def test_student_logs_in_writes_a_file_and_runs_code_as_themselves(world):
 
 
 async def test_wrong_password_is_refused_and_only_admins_use_the_admin_api(world):
-    assert HubSession(BASE).login("alice", "not-her-password") == 403
-    assert HubSession(BASE).login("mallory", "alice-pw-1") == 403
+    assert HubSession(BASE, timeout=120).login("alice", "not-her-password") == 403
+    assert HubSession(BASE, timeout=120).login("mallory", "alice-pw-1") == 403
     teacher = login("teacher", "teacher-pw-1")
     status, _, body = teacher.request("GET", "/hub/api/users")
     names = {u["name"] for u in json.loads(body)}
@@ -105,11 +105,11 @@ async def test_users_and_shared_change_live_without_build_or_restart(world):
     assert world.alice.request("GET", "/user/alice/api/contents/hello.txt")[0] == 200
     out = execute(world.alice, "alice", world.kernel, "print(open('/home/alice/shared/notes.txt').read())")
     assert out.strip() == "week 2"
-    assert HubSession(BASE).login("alice", "alice-pw-1") == 403
+    assert HubSession(BASE, timeout=120).login("alice", "alice-pw-1") == 403
     login("alice", "alice-pw-2")
     carol = login("carol", "carol-pw-1")
     assert carol.request("GET", "/hub/api/users")[0] == 200  # admin from users.csv, live
-    assert HubSession(BASE).login("bob", "bob-pw-1") == 403  # removed: locked, home kept, server stopped
+    assert HubSession(BASE, timeout=120).login("bob", "bob-pw-1") == 403  # removed: locked, home kept, server stopped
     assert (world.hub.paths.home / "bob").is_dir()
     status, _, body = carol.request("GET", "/hub/api/users/bob")
     assert status == 200 and not json.loads(body)["servers"]

@@ -63,7 +63,10 @@ c.Spawner.default_url = "/lab"
 c.Spawner.notebook_dir = "~"
 c.Spawner.start_timeout = int(settings["spawn_timeout"])
 c.Spawner.http_timeout = int(settings["http_timeout"])
-c.JupyterHub.concurrent_spawn_limit = int(settings["concurrent_spawn_limit"]) or 4 * (os.cpu_count() or 1)
+# A spawn costs about 7 CPU-seconds: allow as many pending spawns as the CPUs can finish
+# within half the spawn timeout, so a whole class logging in at once is queued, not refused.
+_derived_limit = max(10, int(settings["spawn_timeout"]) * (os.cpu_count() or 1) // 14)
+c.JupyterHub.concurrent_spawn_limit = int(settings["concurrent_spawn_limit"]) or _derived_limit
 if settings.get("mem_limit"):
     c.Spawner.mem_limit = settings["mem_limit"]
 if settings.get("cpu_limit"):
