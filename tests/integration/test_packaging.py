@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,40 @@ def test_lintian_has_no_errors_or_warnings(deb):
                             capture_output=True, text=True, env={**os.environ, "PATH": CLEAN_PATH})
     assert result.returncode == 0, result.stdout + result.stderr
     assert not [line for line in result.stdout.splitlines() if line.startswith(("E:", "W:"))]
+
+
+# ------------------------------------------------------------------ man pages
+
+def man_text(name: str) -> str:
+    """The page's roff source with the escapes of '-' removed (\\- -> -)."""
+    return (TOP / "packaging" / "man" / name).read_text().replace("\\-", "-")
+
+
+def help_options(module: str, *args: str) -> set[str]:
+    result = subprocess.run([sys.executable, "-m", module, *args, "--help"], capture_output=True, text=True,
+                            cwd=TOP)
+    assert result.returncode == 0, result.stderr
+    return set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", result.stdout)) - {"--help"}
+
+
+def test_conjuringd_man_page_covers_every_option():
+    options = help_options("conjuringd.daemon")
+    assert {"--state-dir", "--hub", "--log-format"} <= options
+    page = man_text("conjuringd.8")
+    assert not {option for option in options if option not in page}
+    choices = re.search(r"--log-format \{([^}]*)\}", subprocess.run(
+        [sys.executable, "-m", "conjuringd.daemon", "--help"], capture_output=True, text=True, cwd=TOP).stdout)
+    assert choices and all(choice in page for choice in choices.group(1).split(","))
+
+
+def test_conjuringctl_man_page_covers_every_command_and_option():
+    from conjuringd.ctl import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    page = man_text("conjuringctl.8")
+    assert {"status", "validate", "apply"} <= set(commands)
+    assert not {name for name in commands if f".B {name}" not in page and f".BI {name}" not in page
+                and f".BR {name}" not in page}
+    options = help_options("conjuringd.ctl") | {o for name in commands for o in help_options("conjuringd.ctl", name)}
+    assert not {option for option in options if option not in page}
