@@ -92,7 +92,8 @@ class _Manifest:
 
 def read_manifest(folder: Path) -> _Manifest | None:
     try:
-        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        with open(folder / MANIFEST, "rb", opener=nofollow) as handle:  # a stick may carry a symlink here
+            data = json.loads(handle.read().decode("utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
@@ -198,27 +199,34 @@ def _next_archive_name(dest: Path) -> str:
 def _write_archive(home_dir: Path, dest: Path, changed: list[Entry]) -> tuple[dict[str, Entry], int, str]:
     name = _next_archive_name(dest)
     tmp = dest / f".{name}.tmp"
-    written, nbytes = {}, 0
+    written: dict[str, Entry] = {}
+    tmp.unlink(missing_ok=True)  # left by an interrupted backup (never followed if it is a symlink)
     try:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-            for entry in changed:
-                if entry.kind == "file":
-                    h = hashlib.sha256()
-                    with open_below(home_dir, entry.path) as src:
-                        info = tar.gettarinfo(arcname=entry.path, fileobj=src)
-                        tar.addfile(info, HashingReader(src, h))
-                    entry = Entry(**{**vars(entry), "size": info.size, "sha256": h.hexdigest()})
-                    nbytes += info.size
-                else:
-                    tar.addfile(tar.gettarinfo(str(home_dir / entry.path), arcname=entry.path))
-                written[entry.path] = Entry(**{**vars(entry), "archive": name})
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        exclusive = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with open(os.open(tmp, exclusive, 0o644), "wb") as raw:
+            _fill_archive(raw, home_dir, changed, name, written)
+            raw.flush()
+            os.fsync(raw.fileno())
+        nbytes = sum(e.size for e in written.values() if e.kind == "file")
         os.rename(tmp, dest / name)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return written, nbytes, name
+
+
+def _fill_archive(raw, home_dir: Path, changed: list[Entry], name: str, written: dict[str, Entry]) -> None:
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for entry in changed:
+            if entry.kind == "file":
+                h = hashlib.sha256()
+                with open_below(home_dir, entry.path) as src:
+                    info = tar.gettarinfo(arcname=entry.path, fileobj=src)
+                    tar.addfile(info, HashingReader(src, h))
+                entry = Entry(**{**vars(entry), "size": info.size, "sha256": h.hexdigest()})
+            else:
+                tar.addfile(tar.gettarinfo(str(home_dir / entry.path), arcname=entry.path))
+            written[entry.path] = Entry(**{**vars(entry), "archive": name})
 
 
 def _count_files(entries: dict[str, Entry]) -> int:

@@ -2,6 +2,7 @@ import hashlib
 import json
 import os
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,21 @@ def test_no_space(tmp_path):
     with pytest.raises(BackupError, match="4 GB|MB are free"):
         check_space(tmp_path, 5 * 1024**3, fat=True)
     check_space(tmp_path, 1000, fat=True)
+
+
+def test_planted_symlinks_at_the_destination_are_never_followed(tmp_path):
+    homes = make_homes(tmp_path / "homes")
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (dest / MANIFEST).symlink_to(victim)
+    with pytest.raises(BackupError, match="unreadable"):
+        backup_homes(homes, dest, archive=True)
+    (dest / MANIFEST).unlink()
+    for second in range(-1, 3):  # the temp names an attacker would guess
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() + second))
+        (dest / f".homes-0001-{stamp}.tar.tmp").symlink_to(victim)
+    backup_homes(homes, dest, archive=True)
+    assert victim.read_text() == "precious"
+    assert len([p for p in dest.iterdir() if p.name.endswith(".tar")]) == 1
