@@ -252,7 +252,7 @@ def backup_homes(home_dir: Path, dest: Path, *, archive: bool | None = None) -> 
         written, nbytes, archive_name = _write_archive(home_dir, dest, changed)
     else:
         written, nbytes = _write_mirror(home_dir, dest, changed)
-        set_dir_meta(dest / MIRROR_DIR, [e for e in current.values() if e.kind == "dir"])
+        set_dir_meta(dest, [e for e in current.values() if e.kind == "dir"], under=(MIRROR_DIR,))
     entries = {}
     for rel, entry in current.items():
         before = old.get(rel)

@@ -116,10 +116,11 @@ def install_symlink(dir_fd: int, name: str, entry: Meta) -> None:
     os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
-def set_dir_meta(root: Path, entries: list[Meta]) -> None:
-    """Owner, mode and mtime of folders, deepest first (writing inside changes a folder's mtime)."""
+def set_dir_meta(root: Path, entries: list[Meta], under: tuple[str, ...] = ()) -> None:
+    """Owner, mode and mtime of folders root/under/<path>, deepest first (writing inside changes
+    a folder's mtime); `under` is opened without following symlinks, like the paths."""
     for entry in sorted(entries, key=lambda e: e.path.count("/"), reverse=True):
-        fd = open_dir(root, PurePosixPath(entry.path).parts)
+        fd = open_dir(root, (*under, *PurePosixPath(entry.path).parts))
         try:
             _set_meta(fd, entry)
         finally:
