@@ -14,7 +14,7 @@ PKGS=(
   python3-pytest python3-venv python3-gi python3-dbus gir1.2-umockdev-1.0 umockdev
   # real components
   docker.io mmdebstrap udev network-manager dbus iproute2 systemd
-  e2fsprogs dosfstools mtools fusefat fuse3 util-linux
+  e2fsprogs dosfstools mtools fusefat fuse3 util-linux exfat-fuse exfatprogs
   # packaging
   debhelper dh-python pybuild-plugin-pyproject python3-setuptools lintian
   build-essential fakeroot

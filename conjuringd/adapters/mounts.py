@@ -27,10 +27,10 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MNT_DETACH = 2
 SAFE_FLAGS = MS_NOSUID | MS_NODEV | MS_NOEXEC
 KERNEL_DATA = {"vfat": "utf8,shortname=mixed", "exfat": "iocharset=utf8"}
-FUSE_HELPERS = {  # fstype -> (program, read-only option, read-write option)
-    "vfat": ("fusefat", "ro", "rw+"),
-    "exfat": ("mount.exfat-fuse", "ro", "rw"),
-    "ntfs": ("ntfs-3g", "ro", "rw"),
+FUSE_HELPERS = {  # fstype -> (program, stay-in-foreground arguments, read-only option, read-write option)
+    "vfat": ("fusefat", ("-f",), "ro", "rw+"),
+    "exfat": ("mount.exfat-fuse", ("-d",), "ro", "rw"),
+    "ntfs": ("ntfs-3g", ("-o", "no_detach"), "ro", "rw"),
 }
 KERNEL_ALIASES = {"ntfs": ("ntfs3", "ntfs")}
 
@@ -109,10 +109,10 @@ class Mounter:
     def _mount_fuse(self, device: str, fstype: str, target: Path, read_only: bool) -> Mounted:
         if fstype not in FUSE_HELPERS or not shutil.which(FUSE_HELPERS[fstype][0]):
             raise OSError(errno.ENODEV, f"no kernel driver and no FUSE helper for {fstype}")
-        program, ro, rw = FUSE_HELPERS[fstype]
+        program, foreground, ro, rw = FUSE_HELPERS[fstype]
         options = f"{ro if read_only else rw},nosuid,nodev,noexec"
         proc = subprocess.Popen(
-            [program, "-f", "-o", options, device, str(target)],
+            [program, *foreground, "-o", options, device, str(target)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10

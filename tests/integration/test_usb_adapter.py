@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from conjuringd.adapters.mounts import Mounter
 from conjuringd.config.model import UsbSettings
 from tests.support.udev import (
-    REPO, Harness, ext4_read, fat_list, fat_read, loops, make_ext4_stick, make_fat_stick, settle, stick_tree,
-    udev_properties, udevd,
+    REPO, Harness, ext4_read, fat_list, fat_read, loops, make_ext4_stick, make_exfat_stick, make_fat_stick, settle,
+    stick_tree, udev_properties, udevd,
 )
 
 pytestmark = pytest.mark.udev
@@ -205,3 +206,22 @@ async def test_read_only_desktop_mount_gets_a_private_rw_mount_for_the_report(ha
     finally:
         subprocess.run(["umount", str(desktop)], check=True)
         shutil.rmtree(desktop.parent)
+
+
+async def test_exfat_stick_through_fuse(harness, tmp_path, loops):
+    image = make_exfat_stick(tmp_path / "usb-x.img", stick_tree(tmp_path / "tree"))
+    settle()
+    await harness.sticks.start(harness.wakes.append)
+    device = loops.attach(image)
+    await harness.import_and_report(device)
+    active = harness.store.state.read().active
+    assert (harness.paths.configs / active / "users.csv").read_bytes() == (REPO / "custom/users.csv").read_bytes()
+    assert harness.media_mounts() == []
+    loops.detach(device)
+    check = Mounter(tmp_path / "check")
+    device = loops.attach(image)
+    mounted = check.mount(device, "exfat")
+    try:
+        assert "APPLIED" in (mounted.mount_point / "conjuring" / "REPORT.txt").read_text()
+    finally:
+        check.unmount(mounted)

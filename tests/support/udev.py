@@ -57,7 +57,8 @@ class Udevd:
     def start(self) -> "Udevd":
         if os.geteuid() != 0:
             unavailable("udev tests need root (loop devices, mounts, udevd)")
-        for tool in (UDEVD, "/usr/sbin/losetup", "/usr/sbin/mkfs.ext4", "/usr/sbin/mkfs.vfat", "/usr/bin/mcopy", "/usr/bin/fusefat"):
+        for tool in (UDEVD, "/usr/sbin/losetup", "/usr/sbin/mkfs.ext4", "/usr/sbin/mkfs.vfat", "/usr/bin/mcopy",
+                     "/usr/bin/fusefat", "/usr/sbin/mkfs.exfat", "/usr/sbin/mount.exfat-fuse"):
             if not os.path.exists(tool):
                 unavailable(f"{tool} is not installed (.ci/install-deps.sh)")
         if udevd_running():
@@ -113,6 +114,28 @@ def make_fat_stick(image: Path, tree: Path, label: str = "CONJFAT", size_mb: int
         for name in sorted(filenames):
             subprocess.run(["mcopy", "-i", str(image), str(Path(dirpath) / name), "::" + fat_name(rel / name, upper)],
                            check=True, env=MTOOLS_ENV)
+    return image
+
+
+def make_exfat_stick(image: Path, tree: Path, label: str = "CONJEX", size_mb: int = 32) -> Path:
+    """An exFAT image filled through exfat-fuse (this kernel has no exfat). Attaches a loop device
+    briefly: build it before a monitor that accepts loop devices is listening."""
+    image.unlink(missing_ok=True)
+    with open(image, "wb") as handle:
+        handle.truncate(size_mb * 2**20)
+    subprocess.run(["mkfs.exfat", "-L", label, str(image)], check=True, capture_output=True)
+    device = subprocess.run(["losetup", "-f", "--show", str(image)], check=True, capture_output=True, text=True).stdout.strip()
+    mount_point = image.with_suffix(".mnt")
+    mount_point.mkdir(exist_ok=True)
+    try:
+        subprocess.run(["mount.exfat-fuse", device, str(mount_point)], check=True, capture_output=True)
+        try:
+            shutil.copytree(tree, mount_point, dirs_exist_ok=True)
+        finally:
+            subprocess.run(["umount", str(mount_point)], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)
+        mount_point.rmdir()
     return image
 
 
