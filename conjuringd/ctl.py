@@ -111,7 +111,15 @@ def format_status(status: dict) -> str:
     if network:
         lines.append(f"network:  {network.get('serve')} {network.get('state')} {network.get('ssid') or ''} "
                      f"{' '.join(network.get('addresses') or [])}".rstrip())
-    for key, label in (("sticks", "sticks"), ("last_report", "report"), ("students", "students")):
+    students = status.get("students")
+    if isinstance(students, dict):
+        line = (f"students: {students.get('students')} ({students.get('students_active')} active, "
+                f"{students.get('students_starting')} starting)")
+        if "memory_headroom_mb" in students:
+            line += (f"; hub memory {students['memory_used_mb']} MiB used, {students['memory_headroom_mb']} MiB free"
+                     f" (room for about {students['more_students_fit']} more active students)")
+        lines.append(line)
+    for key, label in (("sticks", "sticks"), ("last_report", "report"), ("prewarm", "prewarm")):
         value = status.get(key)
         if isinstance(value, dict):
             value = " ".join(f"{k}={v}" for k, v in value.items() if v not in (None, [], {}, ""))

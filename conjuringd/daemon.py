@@ -107,6 +107,10 @@ async def run(args: argparse.Namespace) -> int:
     heartbeat, triggers = Heartbeat(), Triggers()
     reconciler = Reconciler(store, adapters, status, triggers, heartbeat, hub_enabled=adapters.hub is not None)
     live.reconciler = reconciler
+    if args.hub == "docker":
+        from conjuringd.classroom import Classroom
+
+        reconciler.classroom = Classroom(adapters.hub, status)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -141,6 +145,8 @@ async def run(args: argparse.Namespace) -> int:
     await asyncio.gather(*tasks, return_exceptions=True)
     watcher.stop()
     await control.close()
+    if reconciler.classroom is not None:
+        await reconciler.classroom.close()
     for adapter in (adapters.hub, adapters.network, adapters.sticks):
         if adapter is not None:
             await adapter.close()

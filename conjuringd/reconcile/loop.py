@@ -55,6 +55,7 @@ class Reconciler:
         self._applies: list[ApplyRequest] = []
         self._desired_cache: tuple[str, Desired | None] = ("", None)
         self._hang = False
+        self.classroom = None  # conjuringd.classroom.Classroom when the hub is managed
         self._network_problem: str | None = None  # NetworkManager trouble in this pass
         self._network_needs_input = False
         self._network_backoff = Backoff(initial=5.0, maximum=300.0)
@@ -303,6 +304,9 @@ class Reconciler:
             on = f" on {observed.network.serve}" if observed.network and observed.network.state == "activated" else ""
             self.status.phase(f"serving {users} users{where}{on}")
             self.status.set(last_error=None)
+            container = observed.hub.container if observed.hub else None
+            if self.classroom is not None and container is not None:
+                self.classroom.on_converged(desired, container.id)
         else:
             self.status.phase("serving the previous hub: the new configuration failed (see last_error)")
             self.status.set(last_error=f"configuration {hashes.config[:12]} failed to build or start")

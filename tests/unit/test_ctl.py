@@ -54,11 +54,14 @@ def test_status_formats_the_status_file(capsys, tmp_path):
         "active_source": {"kind": "stick", "label": "CONJURING"}, "hub_urls": ["http://10.42.0.1:8989"],
         "users": 3, "admins": 1, "network": {"serve": "Hotspot", "state": "activated", "ssid": "class",
                                              "addresses": ["10.42.0.1/24"]}, "pid": 42,
+        "students": {"students": 24, "students_active": 20, "students_starting": 1, "memory_used_mb": 4000,
+                     "memory_headroom_mb": 11000, "more_students_fit": 55},
     }))
     code, out = run(capsys, "--runtime-dir", str(tmp_path), "status")
     assert code == 0
     assert "config:   abababababab from stick CONJURING" in out
     assert "network:  Hotspot activated class 10.42.0.1/24" in out
+    assert "students: 24 (20 active, 1 starting); hub memory 4000 MiB used, 11000 MiB free" in out
     code, out = run(capsys, "--runtime-dir", str(tmp_path), "status", "--json")
     assert json.loads(out)["users"] == 3
 
