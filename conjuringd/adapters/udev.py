@@ -47,6 +47,7 @@ class _Pending:
     info: StickInfo
     key: str
     pending: str = "import"  # "import" | "report"
+    order: tuple[int, int] = (0, 0)  # when it was inserted: the later insertion is imported last, and wins
     outcome: ImportOutcome | None = None
     refusals: tuple[str, ...] = ()
     backup: str = ""
@@ -56,6 +57,18 @@ def stick_key(props: dict) -> str:
     """Identity of one insertion: the filesystem UUID plus what changes on every attach."""
     insertion = props.get("DISKSEQ") or props.get("USEC_INITIALIZED") or props.get("SEQNUM", "")
     return f"{props.get('ID_FS_UUID', '?')}/{insertion}"
+
+
+def insertion_order(props: dict) -> tuple[int, int]:
+    """Sort key of insertions: the kernel's disk sequence number (monotonic for every medium
+    attached since boot), then udev's initialisation time. udev finishes events for different
+    devices in any order, so the order of events is not the order of insertion."""
+    def number(name: str) -> int:
+        try:
+            return int(props.get(name) or 0)
+        except ValueError:
+            return 0
+    return number("DISKSEQ"), number("USEC_INITIALIZED")
 
 
 class UdevSticks:
@@ -133,7 +146,7 @@ class UdevSticks:
             return
         info = StickInfo(node, _devno(device),
                          props.get("ID_FS_TYPE", ""), props.get("ID_FS_LABEL", ""), props.get("ID_FS_UUID", ""))
-        self._pending[node] = _Pending(info, key)
+        self._pending[node] = _Pending(info, key, order=insertion_order(props))
         self.counters["seen"] += 1
         log.info("stick_seen", device=node, label=info.label, uuid=info.uuid, fs=info.fstype, key=key, via=verdict.reason, action=action)
         self._wake(f"stick {node}")
@@ -183,7 +196,8 @@ class UdevSticks:
         return disks
 
     def observe(self) -> tuple[StickObserved, ...]:
-        return tuple(StickObserved(p.info.device, p.key, p.info.label, p.pending) for p in self._pending.values())
+        ordered = sorted(self._pending.values(), key=lambda p: p.order)
+        return tuple(StickObserved(p.info.device, p.key, p.info.label, p.pending) for p in ordered)
 
     def status(self) -> dict:
         """For status.json / conjuringctl status."""

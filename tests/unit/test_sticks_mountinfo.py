@@ -46,3 +46,12 @@ def test_stick_key_changes_with_each_insertion():
     c = stick_key({"ID_FS_UUID": "1234-ABCD", "DISKSEQ": "8", "SEQNUM": "120"})  # re-inserted
     assert a == b != c
     assert stick_key({"ID_FS_UUID": "X", "USEC_INITIALIZED": "55"}) == "X/55"
+
+
+def test_insertion_order_follows_the_disk_sequence():
+    from conjuringd.adapters.udev import insertion_order
+
+    early = insertion_order({"DISKSEQ": "9", "USEC_INITIALIZED": "500"})
+    late = insertion_order({"DISKSEQ": "10", "USEC_INITIALIZED": "400"})
+    assert early < late
+    assert insertion_order({"USEC_INITIALIZED": "x"}) == (0, 0)
