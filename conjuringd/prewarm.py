@@ -31,7 +31,7 @@ log = structlog.get_logger(__name__)
 ApiCall = Callable[[str, str, "dict | None"], "tuple[int, object]"]
 
 DEFAULT_HOLD = timedelta(hours=3)
-PER_STUDENT_MB = 200  # measured by tests/bench/classroom.py: idle single-user server + one kernel with numpy
+PER_STUDENT_MB = 180  # tests/bench/classroom.py: RSS of an idle single-user server (~120 MB) + a kernel with numpy (~60 MB)
 
 
 @dataclass
@@ -42,7 +42,7 @@ class PrewarmReport:
     seconds: float = 0.0
 
 
-def hub_api(base_url: str, token: str, timeout: float = 30) -> ApiCall:
+def hub_api(base_url: str, token: str, timeout: float = 60) -> ApiCall:
     return lambda method, path, body=None: hub_http.api(base_url, token, method, path, body, timeout)
 
 
@@ -69,7 +69,12 @@ class _Prewarmer:
         self.call, self.poll, self.start_timeout = call, poll, start_timeout
 
     async def api(self, method: str, path: str, body: dict | None = None):
-        return await asyncio.get_running_loop().run_in_executor(None, self.call, method, path, body)
+        """(status, model); status 0 when the hub did not answer (busy or restarting): callers retry."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, self.call, method, path, body)
+        except OSError as exc:  # timeouts and refused connections
+            log.info("prewarm_hub_unanswered", method=method, path=path, error=str(exc)[:100])
+            return 0, None
 
     async def start_one(self, name: str, slots: asyncio.Semaphore) -> tuple[str, str]:
         """(name, "") when the server is ready, else (name, reason)."""
@@ -79,7 +84,7 @@ class _Prewarmer:
                 status, _ = await self.api("POST", f"/users/{name}/server")
                 if status in (201, 202, 400):  # started, pending, already running
                     break
-                if status != 429:  # 429: the hub's own spawn limit; wait for a slot
+                if status not in (0, 429):  # 429: the hub's own spawn limit; 0: no answer; both: try again
                     return name, f"start refused: HTTP {status}"
                 await asyncio.sleep(self.poll)
             return name, await self.wait_ready(name, deadline)
@@ -88,6 +93,9 @@ class _Prewarmer:
         seen_pending = False
         while time.monotonic() < deadline:
             status, model = await self.api("GET", f"/users/{name}")
+            if status == 0:
+                await asyncio.sleep(self.poll)
+                continue
             if status != 200:
                 return f"user lookup: HTTP {status}"
             state = server_state(model)
@@ -101,6 +109,8 @@ class _Prewarmer:
 
     async def last_activity(self, name: str) -> tuple[str, datetime | None]:
         status, model = await self.api("GET", f"/users/{name}")
+        if status == 0:
+            return "unknown", None
         if status != 200 or not isinstance(model, dict):
             return "gone", None
         return server_state(model), _utc(model.get("last_activity"))
@@ -114,6 +124,8 @@ class _Prewarmer:
         while waiting and datetime.now(timezone.utc) < until:
             for name in sorted(waiting):
                 state, seen = await self.last_activity(name)
+                if state == "unknown":
+                    continue  # the hub did not answer: ask again next round
                 mark = marks[name]
                 if state != "ready" or (seen is not None and (mark is None or seen > mark)):
                     waiting.discard(name)

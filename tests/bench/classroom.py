@@ -61,12 +61,18 @@ class Student:
     reconnects: int = 0
 
 
+def generic(message: str) -> str:
+    """A failure message without what differs per student (URL, port, seconds), so equal reasons group."""
+    message = re.sub(r"http://[^ ]+/user/[^/ ]+/\S*", "<server>", message.strip())
+    return re.sub(r"[0-9]+(\.[0-9]+)? seconds", "N seconds", message)[:100]
+
+
 def reason(status: int, page: bytes, where: str) -> str:
     for pattern in _REASONS:
         match = re.search(pattern, page)
         if match:
             text = (match.group(1) if match.groups() else match.group(0)).decode("utf-8", "replace")
-            return f"{status} {where}: {re.sub(r'[0-9]+ seconds', 'N seconds', text.strip())[:90]}"
+            return f"{status} {where}: {generic(text)}"
     return f"{status} {where}"
 
 
@@ -85,7 +91,7 @@ def follow_progress(session: HubSession, page: bytes, deadline: float) -> list[s
             event = json.loads(raw[5:])
             messages.append(event.get("message", ""))
             if event.get("failed"):
-                raise RuntimeError("spawn: " + re.sub(r"[0-9]+(\.[0-9]+)? seconds", "N seconds", event.get("message", "failed"))[:100])
+                raise RuntimeError("spawn: " + generic(event.get("message", "failed")))
             if event.get("ready"):
                 return messages
     raise RuntimeError("progress stream ended before the server was ready")

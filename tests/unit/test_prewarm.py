@@ -192,3 +192,18 @@ async def test_prewarm_hub_starts_the_students_of_the_configuration_with_the_ada
     report = await prewarm_hub(hub, desired, poll=0.001, hold=False, call=fake)
     assert sorted(report.ready) == ["s00", "s01"]  # the teacher is not prewarmed
     assert server_state(fake.users["teacher"]) == "stopped"
+
+
+async def test_a_hub_that_does_not_answer_for_a_while_is_asked_again():
+    hub = FakeHub(["s00", "s01"], boot_polls=2)
+    silences = {"count": 0}
+
+    def busy_hub(method, path, body=None):
+        if silences["count"] < 6:  # the first calls time out, as a hub busy starting a class does
+            silences["count"] += 1
+            raise TimeoutError("timed out")
+        return hub(method, path, body)
+
+    report = await prewarm("http://hub", "t", ["s00", "s01"], concurrency=2, poll=0.001, call=busy_hub)
+    assert sorted(report.ready) == ["s00", "s01"] and not report.failed
+    assert silences["count"] == 6
