@@ -58,15 +58,19 @@ c.JupyterHub.db_url = f"sqlite:///{DATA}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = str(DATA / "jupyterhub_cookie_secret")
 c.ConfigurableHTTPProxy.pid_file = "/tmp/jupyterhub-proxy.pid"
 
-c.JupyterHub.spawner_class = "jupyterhub.spawner.LocalProcessSpawner"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from queued_spawner import QueuedSpawner  # noqa: E402 - beside this file in the image
+
+# A class logging in at once is queued (the spawn-pending page shows each student's place), never refused:
+# at most `concurrent_spawn_limit` servers boot at a time (0 = one per CPU); JupyterHub's own limit, which
+# answers the extra students with an error page, is off.
+QueuedSpawner.slot_count = int(settings["concurrent_spawn_limit"]) or (os.cpu_count() or 1)
+c.JupyterHub.spawner_class = QueuedSpawner
+c.JupyterHub.concurrent_spawn_limit = 0
 c.Spawner.default_url = "/lab"
 c.Spawner.notebook_dir = "~"
 c.Spawner.start_timeout = int(settings["spawn_timeout"])
 c.Spawner.http_timeout = int(settings["http_timeout"])
-# A spawn costs about 7 CPU-seconds: allow as many pending spawns as the CPUs can finish
-# within half the spawn timeout, so a whole class logging in at once is queued, not refused.
-_derived_limit = max(10, int(settings["spawn_timeout"]) * (os.cpu_count() or 1) // 14)
-c.JupyterHub.concurrent_spawn_limit = int(settings["concurrent_spawn_limit"]) or _derived_limit
 if settings.get("mem_limit"):
     c.Spawner.mem_limit = settings["mem_limit"]
 if settings.get("cpu_limit"):

@@ -1,6 +1,7 @@
 # The original Conjuring's JupyterHub settings, loaded after conjuringd's own configuration
 # (tests/bench/classroom.py's "baseline"): JupyterHub's default spawner timeouts and spawn
 # limit, no idle culler, no per-user limits, no prewarm. Same image, same accounts.
+c.JupyterHub.spawner_class = "jupyterhub.spawner.LocalProcessSpawner"  # JupyterHub default
 c.Spawner.start_timeout = 60  # JupyterHub default
 c.Spawner.http_timeout = 30  # JupyterHub default
 c.JupyterHub.concurrent_spawn_limit = 100  # JupyterHub default

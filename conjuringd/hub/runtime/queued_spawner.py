@@ -1,0 +1,74 @@
+"""A LocalProcessSpawner for a whole class logging in at once: queued, not refused, and no port races.
+
+A single-user server spends its start-up CPU in its first seconds; starting
+thirty at once on two cores makes every one of them slow, and JupyterHub's own
+`concurrent_spawn_limit` answers the extra students with an error page (429).
+Here at most `slot_count` servers boot at the same time; the others wait in
+line and the spawn-pending page shows them their place. A slot is held until
+the new server answers HTTP (its start-up work is done) or its process exits.
+
+Ports: JupyterHub picks a random free port that the server binds seconds later;
+with a class starting at once another server or a kernel may take it first and
+the server dies ("didn't respond in 240 seconds"). Each student's server gets a
+fixed port from their stable UID instead, below the ephemeral range that
+kernels and outgoing connections draw random ports from. A server that exits
+while starting fails its spawn at once instead of after http_timeout.
+Imported by jupyterhub_config.py; runs inside the hub process (one event loop).
+"""
+
+import asyncio
+import os
+import pwd
+
+from jupyterhub.spawner import LocalProcessSpawner
+
+PORT_BASE = 10000  # + uid % 20000: ports 10000-29999, below Linux's ephemeral range (32768-60999)
+
+
+class QueuedSpawner(LocalProcessSpawner):
+    line = []  # names waiting for a slot, first come first served (class-wide: one hub process)
+    slots = None
+    slot_count = os.cpu_count() or 1
+
+    async def start(self):
+        cls = type(self)
+        if cls.slots is None:
+            cls.slots = asyncio.Semaphore(cls.slot_count)
+        cls.line.append(self.user.name)
+        try:
+            await cls.slots.acquire()
+        finally:
+            cls.line.remove(self.user.name)
+        try:
+            self.port = PORT_BASE + pwd.getpwnam(self.user.name).pw_uid % 20000
+            ip, port = await super().start()
+            await self._answering(ip, port)
+            return ip, port
+        finally:
+            cls.slots.release()
+
+    async def _answering(self, ip, port):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.http_timeout
+        while loop.time() < deadline:
+            status = await self.poll()
+            if status is not None:
+                raise RuntimeError(f"the server of {self.user.name} exited while starting (status {status})")
+            try:
+                reader, writer = await asyncio.open_connection(ip, port)
+                writer.write(f"GET {self.server.base_url}api HTTP/1.0\r\n\r\n".encode())
+                answered = await asyncio.wait_for(reader.read(5), 2)
+                writer.close()
+                if answered == b"HTTP/":
+                    return
+            except (OSError, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(0.2)
+
+    async def progress(self):
+        name = self.user.name
+        while name in type(self).line:
+            ahead = type(self).line.index(name)
+            yield {"progress": 10, "message": f"Waiting in line to start your server: {ahead} ahead of you"}
+            await asyncio.sleep(2)
+        yield {"progress": 50, "message": "Starting your server"}
