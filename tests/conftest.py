@@ -24,7 +24,7 @@ def pytest_configure(config):
 
 def pytest_report_teststatus(report, config):
     # runs for every phase (setup/call/teardown) of every test: the durations add up per stage
-    config._stage_seconds[_stage(report.nodeid)] += report.duration
+    config._stage_seconds[_stage(report.nodeid)] += getattr(report, "duration", 0.0)
 
 
 def pytest_terminal_summary(terminalreporter, config):
