@@ -9,12 +9,14 @@ methods, with `plan()` deciding what is needed, as the reconciler does.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import time
 import uuid
 
 import pytest
+import websocket
 
 from conjuringd.adapters.hub_http import HubSession, health
 from conjuringd.config.model import Kernel, User
@@ -161,6 +163,35 @@ async def test_venv_kernel_from_requirements_file(world):
     out = execute(alice, "alice", kernel, "import sys, os, tabulate; print(sys.prefix, os.getuid())")
     prefix, uid = out.split()
     assert prefix == "/opt/conjuring/kernels/stats" and int(uid) >= 2000
+
+
+async def test_memory_limit_ends_a_runaway_kernel_not_the_hub(world):
+    limited = dataclasses.replace(world.config.settings.hub, mem_limit="300M")
+    world.config = replace(world.config, settings=dataclasses.replace(world.config.settings, hub=limited))
+    assert await world.converge() == [ReplaceContainer], "a memory limit is a restart, not a rebuild"
+    alice = login("alice", "alice-pw-2")
+    kernel = start_kernel(alice, "alice")
+    assert execute(alice, "alice", kernel, "print('small')").strip() == "small"
+    # the cell finishes, but the kernel now holds 700 MiB: the guard ends it within a few seconds
+    assert execute(alice, "alice", kernel, "x = bytearray(700 << 20); print('allocated')").strip() == "allocated"
+    deadline, logs = time.monotonic() + 30, ""
+    while time.monotonic() < deadline and "ending kernel" not in logs:
+        time.sleep(1)
+        done = subprocess.run([DOCKER, "logs", NAME], capture_output=True, text=True)
+        logs = done.stdout + done.stderr
+    assert "memguard: uid" in logs and "ending kernel" in logs, logs[-2000:]
+    # the server restarts the kernel: same kernel id, fresh process, the runaway allocation is gone
+    deadline, out = time.monotonic() + 60, ""
+    while time.monotonic() < deadline:
+        try:
+            out = execute(alice, "alice", kernel, "print('x' in globals())", timeout=10).strip()
+            break
+        except (websocket.WebSocketException, OSError, RuntimeError, TimeoutError):  # restarting: ask again
+            time.sleep(1)
+    assert out == "False", out
+    assert health(BASE)
+    assert alice.request("GET", "/user/alice/api/status")[0] == 200, "the student's server itself stays up"
+    world.alice, world.kernel = alice, kernel
 
 
 async def test_failing_apt_package_keeps_the_old_hub_serving(world):
