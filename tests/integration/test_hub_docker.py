@@ -165,13 +165,16 @@ async def test_venv_kernel_from_requirements_file(world):
     assert prefix == "/opt/conjuring/kernels/stats" and int(uid) >= 2000
 
 
-async def test_memory_limit_ends_a_runaway_kernel_not_the_hub(world):
-    limited = dataclasses.replace(world.config.settings.hub, mem_limit="300M")
+async def test_memory_and_cpu_limits_hold_a_runaway_kernel_not_the_hub(world):
+    limited = dataclasses.replace(world.config.settings.hub, mem_limit="300M", cpu_limit=0.5)
     world.config = replace(world.config, settings=dataclasses.replace(world.config.settings, hub=limited))
     assert await world.converge() == [ReplaceContainer], "a memory limit is a restart, not a rebuild"
     alice = login("alice", "alice-pw-2")
     kernel = start_kernel(alice, "alice")
     assert execute(alice, "alice", kernel, "print('small')").strip() == "small"
+    spin = "import time\nt, c = time.time(), time.process_time()\nwhile time.time() - t < 9: pass\nprint(time.process_time() - c)"
+    cpu = float(execute(alice, "alice", kernel, spin, timeout=60))
+    assert cpu < 7.0, f"a 9 s busy loop at cpu_limit 0.5 used {cpu:.1f} CPU-s"  # unthrottled: ~9
     # the cell finishes, but the kernel now holds 700 MiB: the guard ends it within a few seconds
     assert execute(alice, "alice", kernel, "x = bytearray(700 << 20); print('allocated')").strip() == "allocated"
     deadline, logs = time.monotonic() + 30, ""

@@ -61,3 +61,37 @@ def test_enforce_ends_a_real_process_over_the_limit(tmp_path):
         assert hog.wait(timeout=5) == -9
     finally:
         hog.kill()
+
+
+def test_cpu_used_counts_only_what_ran_since_the_last_look():
+    before = {1: 10.0, 2: 5.0, 3: 1.0}
+    procs = [Proc(1, 2001, 0, "ipykernel", cpu=14.0), Proc(2, 2001, 0, "jupyterhub-singleuser", cpu=5.5),
+             Proc(3, 2002, 0, "ipykernel", cpu=1.5), Proc(4, 2001, 0, "ipykernel", cpu=99.0),  # new: from now
+             Proc(5, 0, 0, "jupyterhub", cpu=500.0)]
+    assert memguard.cpu_used(before, procs, min_uid=2000) == {2001: 4.5, 2002: 0.5}
+
+
+@pytest.mark.parametrize("used,ran_for,expected", [
+    (3.0, 3.0, 2.25),  # a spinner at 0.25 CPUs: paused three quarters of each interval
+    (0.75, 0.75, 2.25),  # still spinning while unpaused: the same pause again, not an on/off swing
+    (0.5, 3.0, 0.0),  # under the limit: never paused
+    (1.5, 3.0, 1.5),  # half a CPU of demand: paused half the time
+])
+def test_pause_holds_the_average_to_the_limit(used, ran_for, expected):
+    assert memguard.pause_for(used, ran_for, cpus=0.25, interval=3.0) == pytest.approx(expected)
+
+
+def test_a_busy_student_kernel_is_held_to_its_cpu_limit():
+    if os.getuid() != 0:
+        pytest.skip("needs root to run a process as another uid")
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass", "ipykernel_launcher"], user=65001)
+    try:
+        time.sleep(0.5)
+        start = [p for p in memguard.read_procs() if p.pid == spin.pid][0].cpu
+        memguard.run(limit=None, cpus=0.25, min_uid=65001, interval=1.0, rounds=6)
+        used = [p for p in memguard.read_procs() if p.pid == spin.pid][0].cpu - start
+        # unthrottled it would use ~6 CPU-s; the first round only measures, then 0.25 CPU is enforced
+        assert used < 2.8, f"used {used:.2f} CPU-s in 6 s"  # ~1 + 5 x 0.25 = 2.25 expected
+    finally:
+        spin.kill()
+        spin.wait()

@@ -82,10 +82,11 @@ if _token_file.exists():
     services.append({"name": "conjuringd", "api_token": _token_file.read_text().strip()})
     # the admin role: only admins may grant admin (users.csv's admin column, applied live)
     roles.append({"name": "admin", "services": ["conjuringd"]})
-if settings.get("mem_limit"):
-    # the local spawner cannot enforce mem_limit itself: memguard.py (beside this file) does, per student UID
-    services.append({"name": "memguard", "command": [sys.executable, str(Path(__file__).resolve().parent / "memguard.py"),
-                                                     f"--limit={settings['mem_limit']}", "--min-uid=2000"]})
+if settings.get("mem_limit") or settings.get("cpu_limit"):
+    # the local spawner cannot enforce mem_limit/cpu_limit itself: memguard.py (beside this file) does, per student UID
+    services.append({"name": "memguard", "command": [
+        sys.executable, str(Path(__file__).resolve().parent / "memguard.py"), f"--limit={settings.get('mem_limit') or ''}",
+        f"--cpus={float(settings.get('cpu_limit') or 0)}", "--min-uid=2000"]})
 if int(settings.get("idle_timeout", 0)) > 0:
     services.append(
         {"name": "idle-culler", "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={int(settings['idle_timeout'])}"]}

@@ -1,11 +1,15 @@
-"""Per-student memory limit inside the one hub container (a JupyterHub-managed service).
+"""Per-student memory and CPU limits inside the one hub container (a JupyterHub-managed service).
 
 All students share one container, so there is no per-student cgroup to put a
-limit on. This guard reads /proc every few seconds, adds up the resident memory
-of each student's processes (by UID), and when a student is over the limit it
-ends that student's kernels, biggest first, until the rest fits; only when no
-kernel is left to end does it stop the student's server itself. Other students
-never pay for one student's runaway notebook. Runs as root in the container.
+limit on. This guard reads /proc every few seconds and groups processes by the
+student's UID:
+- memory: when a student's resident memory is over `--limit`, it ends that
+  student's kernels, biggest first, until the rest fits; only when no kernel is
+  left does it stop the student's server itself;
+- CPU: when a student used more than `--cpus` CPUs over the last interval, their
+  kernels are paused (SIGSTOP) for the excess and then resumed, so on average
+  they get what the limit says.
+Other students never pay for one student's runaway notebook. Runs as root.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class Proc:
     uid: int
     rss: int  # bytes
     cmdline: str
+    cpu: float = 0.0  # CPU-seconds used so far (user + system)
 
     @property
     def is_kernel(self) -> bool:
@@ -59,6 +64,31 @@ def choose_victims(procs: list[Proc], limit: int, min_uid: int) -> list[Proc]:
     return victims
 
 
+def cpu_used(before: dict[int, float], procs: list[Proc], min_uid: int) -> dict[int, float]:
+    """CPU-seconds each student (uid) used since the last look (`before`: pid -> CPU-seconds then);
+    processes not seen then count from now."""
+    used: dict[int, float] = {}
+    for proc in procs:
+        if proc.uid >= min_uid and proc.pid in before:
+            used[proc.uid] = used.get(proc.uid, 0.0) + max(0.0, proc.cpu - before[proc.pid])
+    return used
+
+
+def pause_for(used: float, ran_for: float, cpus: float, interval: float) -> float:
+    """How long to pause a student's kernels in the next interval.
+
+    `used` CPU-seconds over `ran_for` seconds unpaused is their demand; pausing for
+    p leaves them `interval - p` seconds, in which they use `demand * (interval - p)`,
+    which must not exceed `cpus * interval`."""
+    demand = used / max(ran_for, 0.05)
+    if demand <= cpus:
+        return 0.0
+    return min(interval, max(0.0, interval - cpus * interval / demand))
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
 def read_procs(proc_root: Path = Path("/proc")) -> list[Proc]:
     procs = []
     for entry in proc_root.iterdir():
@@ -67,12 +97,14 @@ def read_procs(proc_root: Path = Path("/proc")) -> list[Proc]:
         try:
             status = (entry / "status").read_text()
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
             continue  # the process ended while we looked
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         rss_kib = int(fields.get("VmRSS", "0 kB").split()[0] or 0)
         uid = int(fields.get("Uid", "0").split()[0])
-        procs.append(Proc(int(entry.name), uid, rss_kib * 1024, cmdline))
+        cpu = (int(stat[11]) + int(stat[12])) / _CLK_TCK
+        procs.append(Proc(int(entry.name), uid, rss_kib * 1024, cmdline, cpu))
     return procs
 
 
@@ -89,17 +121,60 @@ def enforce(limit: int, min_uid: int, proc_root: Path = Path("/proc")) -> list[P
     return victims
 
 
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def throttle(procs: list[Proc], pauses: dict[int, float]) -> None:
+    """Pause each over-limit student's kernels for their pause, then resume them all."""
+    schedule = sorted((pause, [p.pid for p in procs if p.uid == uid and p.is_kernel]) for uid, pause in pauses.items())
+    stopped = [pid for pause, pids in schedule if pause > 0 for pid in pids]
+    if not stopped:
+        return
+    _signal_all(stopped, signal.SIGSTOP)
+    waited = 0.0
+    try:
+        for pause, pids in schedule:  # shortest pause first: resume each student when their pause is over
+            time.sleep(max(0.0, pause - waited))
+            waited = max(waited, pause)
+            _signal_all(pids, signal.SIGCONT)
+    finally:
+        _signal_all(stopped, signal.SIGCONT)
+
+
+def run(limit: int | None, cpus: float | None, min_uid: int, interval: float, rounds: int | None = None) -> None:
+    before: dict[int, float] = {}
+    pauses: dict[int, float] = {}
+    while rounds is None or rounds > 0:
+        rounds = None if rounds is None else rounds - 1
+        started = time.monotonic()
+        if limit:
+            enforce(limit, min_uid)
+        if cpus:
+            procs = read_procs()
+            used = cpu_used(before, procs, min_uid)
+            pauses = {uid: pause_for(seconds, interval - pauses.get(uid, 0.0), cpus, interval)
+                      for uid, seconds in used.items()}
+            before = {p.pid: p.cpu for p in procs}
+            throttle(procs, pauses)
+        time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--limit", required=True, help="per student, e.g. 1G")
+    parser.add_argument("--limit", default="", help="memory per student, e.g. 1G")
+    parser.add_argument("--cpus", type=float, default=0.0, help="CPUs per student, e.g. 0.5")
     parser.add_argument("--min-uid", type=int, default=2000, help="students' UIDs start here")
     parser.add_argument("--interval", type=float, default=3.0)
     args = parser.parse_args(argv)
-    limit = parse_size(args.limit)
-    print(f"memguard: {limit >> 20} MiB per student, checked every {args.interval:g}s", file=sys.stderr, flush=True)
-    while True:
-        enforce(limit, args.min_uid)
-        time.sleep(args.interval)
+    limit = parse_size(args.limit) if args.limit else None
+    print(f"memguard: memory {limit >> 20 if limit else '-'} MiB, {args.cpus or '-'} CPUs per student, "
+          f"checked every {args.interval:g}s", file=sys.stderr, flush=True)
+    run(limit, args.cpus or None, args.min_uid, args.interval)
 
 
 if __name__ == "__main__":
