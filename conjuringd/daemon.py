@@ -157,7 +157,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logs.configure(args.log_format, args.log_level)
     os.umask(0o022)
-    sys.exit(asyncio.run(run(args)))
+    code = asyncio.run(run(args))
+    # Everything we own is saved atomically by now. A blocking call still running in a worker thread
+    # (a docker build streaming for minutes) is abandoned, not waited for: the next start re-plans it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -95,8 +95,8 @@ class DockerHub:
         if client is not None:
             try:
                 client.close()
-            except Exception:  # noqa: BLE001 - closing a broken client
-                pass
+            except (OSError, requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+                log.debug("docker_client_close_failed", error=str(exc))  # it was broken already
 
     async def _call(self, fn, *args, **kwargs):
         loop = asyncio.get_running_loop()
@@ -376,8 +376,9 @@ class DockerHub:
         await self._io(lambda: self._record(container_id, files=desired.hashes.files))
 
     async def close(self) -> None:
-        await self._io(self._reset)
-        self._executor.shutdown(wait=False)
+        """Never waits for a step in progress (a build can stream for minutes): the daemon is stopping."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._reset()
 
 
 def _get(client, name: str):

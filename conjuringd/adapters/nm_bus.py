@@ -184,5 +184,5 @@ class NMBus:
         bus.disconnect()
         try:
             await asyncio.wait_for(bus.wait_for_disconnect(), 5)
-        except Exception:  # noqa: BLE001 - closing: nothing left to do with the error
-            pass
+        except Exception as exc:  # noqa: BLE001 - closing: the error has nowhere left to go but the log
+            log.debug("bus_disconnect_error", error=repr(exc))
