@@ -34,10 +34,16 @@ def local_ipv4_addresses(sys_net: Path = Path("/sys/class/net")) -> tuple[str, .
     return tuple(address for address in found if address)
 
 
+def serve_urls(network: NetworkObserved | None, port: int) -> tuple[str, ...]:
+    """http URLs of the hub on each address of the serve connection, when it is up (IPv6 bracketed)."""
+    if network is None or network.state != "activated":
+        return ()
+    addresses = (a.split("/")[0] for a in network.addresses)
+    return tuple(f"http://[{a}]:{port}" if ":" in a else f"http://{a}:{port}" for a in addresses)
+
+
 def hub_urls(network: NetworkObserved | None, port: int) -> tuple[str, ...]:
-    """URLs for the report and status: the serve connection's addresses when it has any,
-    else every non-loopback address of the host (networking not managed)."""
-    addresses = tuple(a.split("/")[0] for a in network.addresses) if network and network.addresses else ()
-    if not addresses:
-        addresses = local_ipv4_addresses() or ("127.0.0.1",)
-    return tuple(f"http://{address}:{port}" for address in addresses)
+    """URLs for the report and status: the serve connection's addresses when it is up,
+    else every non-loopback address of the host (networking not managed, or not up yet)."""
+    return serve_urls(network, port) or tuple(
+        f"http://{address}:{port}" for address in local_ipv4_addresses() or ("127.0.0.1",))

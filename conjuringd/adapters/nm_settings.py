@@ -10,22 +10,18 @@ import uuid
 
 from dbus_next import Variant
 
+from conjuringd.config import settings as config_settings
 from conjuringd.config.model import HotspotSettings
 from conjuringd.config.problems import ConfigError, Problem, error
 from conjuringd.reconcile.model import NetworkObserved
+from conjuringd.urls import serve_urls
 
 CONFIG_FILE = "conjuring.toml"
 UUID_NAMESPACE = uuid.UUID("5d1b1f0e-8a0c-4c36-9a57-2c6b1e0c7a11")  # conjuringd's own, never change
 
-# Channels NetworkManager 1.42 accepts for `802-11-wireless.channel` per band
+# Channels NetworkManager 1.42 accepts per band: one table, kept in the configuration validator
 # (checked against the real NetworkManager in tests/integration/test_nm_real.py).
-CHANNELS = {
-    "bg": frozenset(range(1, 15)),
-    "a": frozenset(
-        [7, 8, 9, 11, 12, 16, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 56, 58, 60, 64, 100, 104, 108, 112, 116,
-         120, 124, 128, 132, 136, 140, 149, 152, 153, 157, 160, 161, 165, 183, 184, 185, 187, 188, 192, 196]
-    ),
-}
+CHANNELS = config_settings.CHANNELS
 
 # NMActiveConnectionState
 AC_UNKNOWN, AC_ACTIVATING, AC_ACTIVATED, AC_DEACTIVATING, AC_DEACTIVATED = range(5)
@@ -215,19 +211,12 @@ def ssid_text(raw: bytes | list | None) -> str:
     return bytes(raw).decode("utf-8", errors="replace")
 
 
-def hub_urls(observed: NetworkObserved | None, port: int) -> tuple[str, ...]:
-    """http URLs of the hub on each address of the serve connection, when it is up."""
-    if observed is None or observed.state != "activated":
-        return ()
-    return tuple(f"http://[{a}]:{port}" if ":" in a else f"http://{a}:{port}" for a in observed.addresses)
-
-
 def serving_status(observed: NetworkObserved | None, port: int) -> str:
     """One line for STATUS= and `conjuringctl status`."""
     if observed is None or observed.state == "unmanaged":
         return "network not managed"
     name = observed.serve + (f" (SSID {observed.ssid})" if observed.ssid else "")
-    urls = hub_urls(observed, port)
+    urls = serve_urls(observed, port)
     if urls:
         return f"serving at {', '.join(urls)} on {name}"
     return f"serve network {name} is {observed.state}"

@@ -23,8 +23,8 @@ from conjuringd.config.problems import Problem, error, warning
 
 MACHINE_ONLY = frozenset({"usb"})
 USB_ACCEPT = ("usb", "removable", "loop", "mmc", "any")
-# Channels NetworkManager accepts per band (the same table as adapters/nm_settings.py,
-# which checked it against the real NetworkManager; a unit test keeps them equal).
+# Channels NetworkManager accepts per band; adapters/nm_settings.py uses this table and
+# tests/integration/test_nm_real.py checks it against the real NetworkManager.
 CHANNELS = {
     "bg": frozenset(range(1, 15)),
     "a": frozenset(

@@ -13,6 +13,7 @@ from conjuringd.adapters import nm_settings as nms
 from conjuringd.adapters.nm import ActivationFailed, NetworkManagerAdapter
 from conjuringd.config.model import HotspotSettings, NetworkSettings
 from conjuringd.config.problems import ConfigError, TransientError
+from conjuringd.urls import serve_urls
 from tests.support.nm import NMClient, real_nm  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.nm
@@ -50,7 +51,7 @@ async def test_activates_serve_by_id_and_reads_addresses(adapter, real_nm):  # n
     observed = await adapter.observe(SERVE)
     assert observed.state == "activated"
     assert observed.addresses == ("10.77.0.1",)
-    assert nms.hub_urls(observed, 8989) == ("http://10.77.0.1:8989",)
+    assert serve_urls(observed, 8989) == ("http://10.77.0.1:8989",)
     async with NMClient(real_nm.bus.address) as client:
         active = await client.active()
     assert active["serve"][1] == ACTIVATED

@@ -14,6 +14,7 @@ from conjuringd.adapters import nm_settings as nms
 from conjuringd.config.model import HotspotSettings
 from conjuringd.config.problems import ConfigError
 from conjuringd.reconcile.model import NetworkObserved
+from conjuringd.urls import serve_urls
 
 GOOD = HotspotSettings(ssid="Classroom", passphrase="turnip-lantern", band="bg", channel=6, country="GB")
 
@@ -115,13 +116,13 @@ def test_words_for_codes():
 
 def test_hub_urls_and_status():
     up = NetworkObserved("Hotspot", "activated", addresses=("10.42.0.1", "fd00::1"), ssid="Room 4")
-    assert nms.hub_urls(up, 8989) == ("http://10.42.0.1:8989", "http://[fd00::1]:8989")
+    assert serve_urls(up, 8989) == ("http://10.42.0.1:8989", "http://[fd00::1]:8989")
     assert nms.serving_status(up, 8989) == (
         "serving at http://10.42.0.1:8989, http://[fd00::1]:8989 on Hotspot (SSID Room 4)")
     down = NetworkObserved("Hotspot", "activating", addresses=("10.42.0.1",))
-    assert nms.hub_urls(down, 8989) == ()
+    assert serve_urls(down, 8989) == ()
     assert nms.serving_status(down, 8989) == "serve network Hotspot is activating"
-    assert nms.hub_urls(None, 8989) == ()
+    assert serve_urls(None, 8989) == ()
     assert nms.serving_status(NetworkObserved("none", "unmanaged"), 80) == "network not managed"
 
 
