@@ -14,7 +14,7 @@ from pathlib import Path
 import structlog
 
 from conjuringd.adapters import hub_http
-from conjuringd.prewarm import classroom_status, prewarm_hub
+from conjuringd.prewarm import classroom_status, prewarm_hub, service_token
 from conjuringd.reconcile.model import Desired
 from conjuringd.status import StatusBoard
 
@@ -81,7 +81,7 @@ class Classroom:
 
     async def snapshot(self, desired: Desired, container_id: str) -> dict:
         loop = asyncio.get_running_loop()
-        token = (await loop.run_in_executor(None, (self.hub.secrets_dir / "service-token").read_text)).strip()
+        token = await service_token(self.hub)
         code, users = await loop.run_in_executor(None, hub_http.api, self.hub.url(desired), token, "GET", "/users")
         if code != 200 or not isinstance(users, list):
             raise OSError(f"hub API answered {code}")

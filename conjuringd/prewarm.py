@@ -165,11 +165,16 @@ async def prewarm(base_url: str, token: str, users: Iterable[str], *, concurrenc
     return report
 
 
+async def service_token(hub) -> str:
+    """The hub REST API token conjuringd owns (kept root-only by the docker adapter)."""
+    token_file = hub.secrets_dir / "service-token"
+    return (await asyncio.get_running_loop().run_in_executor(None, token_file.read_text)).strip()
+
+
 async def prewarm_hub(hub, desired, **kwargs) -> PrewarmReport:
     """prewarm() for the students (non-admins) of `desired`, with the service token the docker adapter keeps,
     holding their servers until they come; run it as a background task after convergence."""
-    token_file = hub.secrets_dir / "service-token"
-    token = (await asyncio.get_running_loop().run_in_executor(None, token_file.read_text)).strip()
+    token = await service_token(hub)
     names = [u.name for u in desired.config.users if not u.admin]
     kwargs.setdefault("hold", True)
     return await prewarm(hub.url(desired), token, names, **kwargs)
