@@ -96,6 +96,7 @@ def hub_settings(hub: HubSettings) -> dict:
         "idle_timeout": hub.idle_timeout,
         "mem_limit": hub.mem_limit,
         "cpu_limit": hub.cpu_limit,
+        "preload": list(hub.preload),
     }
 
 

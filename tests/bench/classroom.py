@@ -26,6 +26,7 @@ import asyncio
 import html
 import json
 import re
+import resource
 import statistics
 import sys
 import tempfile
@@ -179,6 +180,28 @@ def per_student_memory(hub: BenchHub, n: int) -> float:
     return statistics.mean(by_uid.values()) / 2**20 if by_uid else float("nan")
 
 
+def role_cpu(hub: BenchHub) -> dict[int, tuple[str, float]]:
+    """pid -> (role, CPU-seconds so far) of the students' servers and kernels now running."""
+    found = {}
+    for pid, args in hub.processes():
+        role = "kernels" if "ipykernel" in args else "servers" if "singleuser" in args else ""
+        if role:
+            found[pid] = (role, proc_cpu_seconds(pid))
+    return found
+
+
+def cpu_by_role(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    spent = Counter()
+    for pid, (role, seconds) in after.items():
+        spent[role] += seconds - before.get(pid, (role, 0.0))[1]
+    return {"servers_cpu": spent["servers"], "kernels_cpu": spent["kernels"]}
+
+
+def self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_prewarm(hub: BenchHub, names: list[str]) -> dict:
     cpu0, t0 = hub.cgroup.cpu_seconds(), time.monotonic()
     report = asyncio.run(prewarm(hub.base, hub.token, names, hold_until=None))
@@ -194,7 +217,7 @@ def run_class(hub: BenchHub, n: int, prewarmed: bool, timeout: float) -> dict:
         result.update(run_prewarm(hub, [s.name for s in people]))
     pids = hub.hub_pids()
     hub_cpu0 = {k: proc_cpu_seconds(p) for k, p in pids.items()}
-    cpu0 = hub.cgroup.cpu_seconds()
+    cpu0, roles0, client0 = hub.cgroup.cpu_seconds(), role_cpu(hub), self_cpu()
     hub.cgroup.reset_peak()
     watch = HealthWatch(hub)
     watch.start()
@@ -207,6 +230,7 @@ def run_class(hub: BenchHub, n: int, prewarmed: bool, timeout: float) -> dict:
     for t in threads:
         t.join(timeout + 30)
     wall = time.monotonic() - t0
+    result.update(cpu_by_role(roles0, role_cpu(hub)), client_cpu=self_cpu() - client0)
     time.sleep(3)  # let the kernels settle to idle before measuring memory
     watch.stop.set()
     watch.join()
@@ -265,7 +289,9 @@ ROWS = (
     ("health >1s / failed", lambda r: f"{r.get('health_over_1s', '-')}/{r.get('health_failed', '-')} of {r.get('health_checks', '-')}"),
     ("hub CPU s", lambda r: fmt(r.get("hub_cpu", float("nan")))),
     ("proxy CPU s", lambda r: fmt(r.get("proxy_cpu", float("nan")))),
+    ("servers / kernels CPU s", lambda r: f"{fmt(r.get('servers_cpu', float('nan')))} / {fmt(r.get('kernels_cpu', float('nan')))}"),
     ("container CPU s", lambda r: fmt(r.get("total_cpu", float("nan")))),
+    ("bench client CPU s", lambda r: fmt(r.get("client_cpu", float("nan")))),
     ("CPU s / student", lambda r: fmt(r.get("total_cpu", float("nan")) / max(1, r["ok"]))),
     ("peak memory MB", lambda r: fmt(r.get("peak_mb", float("nan")), ".0f")),
     ("RSS/student MB", lambda r: fmt(r.get("rss_per_student_mb", float("nan")), ".0f")),

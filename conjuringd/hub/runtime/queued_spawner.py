@@ -13,6 +13,12 @@ the server dies ("didn't respond in 240 seconds"). Each student's server gets a
 fixed port from their stable UID instead, below the ephemeral range that
 kernels and outgoing connections draw random ports from. A server that exits
 while starting fails its spawn at once instead of after http_timeout.
+
+Start-up cost: when the container's fork server runs (conjuring_forkserver),
+the server is forked from it with Jupyter already imported, and its kernels
+are forked the same way (kernel provisioner "conjuring-forkserver"); without
+it, or for a command it does not run, the server starts as LocalProcessSpawner
+starts it.
 Imported by jupyterhub_config.py; runs inside the hub process (one event loop).
 """
 
@@ -20,7 +26,9 @@ import asyncio
 import os
 import pwd
 
+import conjuring_forkserver
 from jupyterhub.spawner import LocalProcessSpawner
+from traitlets import Any
 
 PORT_BASE = 10000  # + uid % 20000: ports 10000-29999, below Linux's ephemeral range (32768-60999)
 
@@ -29,6 +37,7 @@ class QueuedSpawner(LocalProcessSpawner):
     line = []  # names waiting for a slot, first come first served (class-wide: one hub process)
     slots = None
     slot_count = os.cpu_count() or 1
+    proc = Any(allow_none=True, help="the Popen, or the fork server's ForkedProcess, of the server")
 
     async def start(self):
         cls = type(self)
@@ -41,11 +50,32 @@ class QueuedSpawner(LocalProcessSpawner):
             cls.line.remove(self.user.name)
         try:
             self.port = PORT_BASE + pwd.getpwnam(self.user.name).pw_uid % 20000
-            ip, port = await super().start()
+            ip, port = await self._launch()
             await self._answering(ip, port)
             return ip, port
         finally:
             cls.slots.release()
+
+    def get_env(self):
+        env = super().get_env()
+        env["JUPYTER_DEFAULT_PROVISIONER_NAME"] = "conjuring-forkserver"  # falls back to a plain start by itself
+        return env
+
+    async def _launch(self):
+        """Fork the server from the fork server; start it as LocalProcessSpawner does when that is not possible."""
+        proc = None
+        if not self.shell_cmd:
+            cmd = [*self.cmd, *self.get_args()]
+            home = pwd.getpwnam(self.user.name).pw_dir
+            try:
+                proc = conjuring_forkserver.spawn("server", cmd, self.get_env(), home, (0, 1, 2), user=self.user.name)
+            except RuntimeError as exc:
+                self.log.warning("%s; starting the server of %s the usual way", exc, self.user.name)
+        if proc is None:
+            return await super().start()
+        self.log.info("Forked the server of %s from the fork server: pid %s", self.user.name, proc.pid)
+        self.proc, self.pid = proc, proc.pid
+        return (self.ip or "127.0.0.1", self.port)
 
     async def _answering(self, ip, port):
         loop = asyncio.get_running_loop()

@@ -1,0 +1,427 @@
+"""Start students' servers and Python kernels as forks of one process that has Jupyter imported already.
+
+A single-user server spends about 1.3 of its 1.5 start-up CPU-seconds importing
+jupyterhub.singleuser and jupyter_server, and a kernel about 0.3 importing
+ipykernel and IPython. With a class logging in at once on two cores that is most
+of the wait. The fork server (run as root: `python -m conjuring_forkserver`)
+imports both stacks once, then forks a child per request; the child drops to the
+student's account and runs the server or kernel with the pre-imported modules.
+
+Protocol: a SOCK_SEQPACKET Unix socket. One request message: JSON
+{"kind", "argv", "env", "cwd", "user"} with the child's stdin, stdout and stderr
+(for a kernel also a lifeline) as SCM_RIGHTS. Replies: {"pid"} with a pidfd,
+later {"exit": code} when the child has ended; or {"error"}.
+- "server" is accepted from root only (the hub) and runs `jupyterhub-singleuser`
+  as `user` (never as root).
+- "kernel" runs `<this python> -m ipykernel_launcher` as the *caller's* uid
+  (SO_PEERCRED): a student can only start their own kernels. The kernel exits
+  when its lifeline closes (the student's server is gone), as ipykernel's
+  parent poller would have done for a kernel that is the server's child.
+A forked child's /proc/<pid>/environ shows the fork server's start-up
+environment, so the entrypoint starts it with an empty one; it never reads a
+secret. Children share the fork server's hash seed.
+
+Clients get a Popen-like ForkedProcess, or None when the fork server is not
+running or does not run that command; they then start the process as before.
+ForkProvisioner is the kernel provisioner (entry point "conjuring-forkserver").
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import gc
+import json
+import os
+import pwd
+import select
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+SOCKET = "/run/conjuring-forkserver.sock"
+SETTINGS = "/run/conjuring/hub/settings.json"  # [hub] preload: the class's own libraries, imported here too
+MAX_MESSAGE = 256 * 1024
+# Everything a server and a kernel import before their first cell. Found by tracing the imports of
+# forked children (a sys.meta_path hook): what they still imported after the fork was added here.
+PRELOAD = (
+    "jupyterhub.singleuser", "jupyter_server.serverapp", "jupyterlab", "jupyterlab.labapp", "jupyterlab_server",
+    "notebook", "notebook.app", "notebook_shim", "notebook_shim.nbserver", "jupyter_lsp",
+    "jupyter_lsp.virtual_documents_shadow", "jupyter_server_terminals", "jupyter_core.migrate", "jinja2.ext",
+    "httpcore", "h11", "psutil", "tornado.platform.asyncio",
+    "jupyter_server.kernelspecs.handlers", "jupyter_server.nbconvert.handlers", "jupyter_server.view.handlers",
+    "jupyter_server.services.shutdown", *(f"jupyter_server.services.{name}.handlers" for name in (
+        "api", "config", "contents", "events", "kernels", "kernelspecs", "nbconvert", "security", "sessions")),
+    "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.kernelspec", "IPython",
+    "IPython.core.debugger", "pdb", "ipykernel.debugger", "IPython.core.completerlib", "IPython.core.oinspect",
+    "IPython.extensions.storemagic", "pydoc", "xmlrpc.server",
+)
+KERNEL_MODULE = ("-m", "ipykernel_launcher")
+NICE = 5  # students' servers and kernels yield the CPU to the hub and the proxy: logins and /hub/health stay quick
+
+
+# --- the fork server -------------------------------------------------------------------------
+
+def preload(names: tuple[str, ...]) -> list[str]:
+    """Import what every server and kernel needs; returns the modules that could not be imported."""
+    missing = []
+    for name in names:
+        try:
+            __import__(name)
+        except Exception as exc:  # noqa: BLE001 - a teacher's module may fail any way; it is then imported per kernel
+            missing.append(f"{name} ({exc})")
+    return missing
+
+
+def teacher_preload(settings: str = SETTINGS) -> tuple[str, ...]:
+    try:
+        with open(settings, encoding="utf-8") as file:
+            return tuple(json.load(file).get("preload", ()))
+    except (OSError, ValueError):
+        return ()
+
+
+def serve(path: str = SOCKET) -> None:
+    missing = preload(PRELOAD + teacher_preload())
+    if missing:
+        print(f"conjuring-forkserver: not preloaded: {', '.join(missing)}", file=sys.stderr, flush=True)
+    gc.freeze()  # the collector leaves the imported objects alone: fewer copy-on-write pages per child
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    staging = f"{path}.{os.getpid()}"
+    listener.bind(staging)
+    os.chmod(staging, 0o666)  # students' servers start their kernels here; SO_PEERCRED says who asks
+    listener.listen(64)
+    os.replace(staging, path)  # the socket appears only once everything is imported
+    print(f"conjuring-forkserver: ready on {path} ({len(sys.modules)} modules)", file=sys.stderr, flush=True)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ, "accept")
+    selector.register(wake_r, selectors.EVENT_READ, "reap")
+    waiting: dict[int, socket.socket] = {}  # child pid -> the connection to tell its exit status
+    while True:
+        for key, _ in selector.select():
+            if key.data == "accept":
+                conn, _ = listener.accept()
+                pid = answer(conn)
+                if pid is None:
+                    conn.close()
+                else:
+                    waiting[pid] = conn
+                    selector.register(conn, selectors.EVENT_READ, pid)
+            elif key.data == "reap":
+                while os.read(wake_r, 512) == 512:
+                    pass
+                reap(waiting, selector)
+            else:  # the client hung up; its child runs on
+                selector.unregister(key.fileobj)
+                waiting.pop(key.data, None)
+                key.fileobj.close()
+
+
+def reap(waiting: dict[int, socket.socket], selector: selectors.BaseSelector) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        conn = waiting.pop(pid, None)
+        if conn is not None:
+            selector.unregister(conn)
+            try:
+                conn.send(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode())
+            except OSError:
+                pass  # the client is gone: nobody to tell
+            conn.close()
+
+
+def answer(conn: socket.socket) -> int | None:
+    """Read one request, fork its child, reply with the pid and a pidfd. None when refused."""
+    fds: list[int] = []
+    try:
+        conn.settimeout(2)  # a client that connects and says nothing does not hold up the class
+        data, fds, _, _ = socket.recv_fds(conn, MAX_MESSAGE, 4)
+        uid = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+        caller_uid = int.from_bytes(uid[4:8], sys.byteorder)
+        request = json.loads(data)
+        account = account_for(request, caller_uid, len(fds))
+        pid = os.fork()
+        if pid == 0:
+            conn.close()
+            run_child(request, account, fds)
+        pidfd = os.pidfd_open(pid)
+        try:
+            socket.send_fds(conn, [json.dumps({"pid": pid}).encode()], [pidfd])
+        finally:
+            os.close(pidfd)
+        return pid
+    except (OSError, ValueError, KeyError, TypeError, PermissionError) as exc:
+        try:
+            conn.send(json.dumps({"error": str(exc) or type(exc).__name__}).encode())
+        except OSError:
+            pass
+        return None
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def account_for(request: dict, caller_uid: int, fd_count: int) -> pwd.struct_passwd:
+    """The account the child runs as; PermissionError or ValueError when the request is not allowed."""
+    kind, argv = request["kind"], request["argv"]
+    if kind == "server":
+        if caller_uid != 0:
+            raise PermissionError("only the hub starts servers")
+        if os.path.basename(argv[0]) != "jupyterhub-singleuser":
+            raise ValueError(f"not a single-user server: {argv[0]}")
+        account = pwd.getpwnam(request["user"])
+    elif kind == "kernel":
+        if argv[0] != sys.executable or tuple(argv[1:3]) != KERNEL_MODULE:
+            raise ValueError(f"not this Python's ipykernel: {' '.join(argv[:3])}")
+        if fd_count != 4:
+            raise ValueError("a kernel needs stdin, stdout, stderr and a lifeline")
+        account = pwd.getpwuid(caller_uid)
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    if account.pw_uid == 0:
+        raise PermissionError("nothing runs as root from here")
+    if fd_count < 3:
+        raise ValueError("stdin, stdout and stderr are needed")
+    return account
+
+
+def run_child(request: dict, account: pwd.struct_passwd, fds: list[int]) -> None:
+    """In the forked child: become the student, run the server or kernel, exit. Never returns."""
+    code = 1
+    try:
+        lifeline = become(account, request, fds)
+        code = run_server(request["argv"]) if request["kind"] == "server" else run_kernel(request["argv"], lifeline)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - the child must never return into the fork server's loop
+        traceback.print_exc()
+    finally:
+        try:
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def become(account: pwd.struct_passwd, request: dict, fds: list[int]) -> int | None:
+    """Session, stdio, privileges, environment and directory of the child; returns the lifeline fd."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.setsid()
+    for target, fd in enumerate(fds[:3]):
+        os.dup2(fd, target)
+    lifeline = None
+    if len(fds) > 3:
+        lifeline = os.dup2(fds[3], 3, inheritable=False)
+    os.closerange(4 if lifeline is not None else 3, os.sysconf("SC_OPEN_MAX"))
+    os.setgroups(os.getgrouplist(account.pw_name, account.pw_gid))
+    os.setresgid(account.pw_gid, account.pw_gid, account.pw_gid)
+    os.setresuid(account.pw_uid, account.pw_uid, account.pw_uid)
+    _libc().prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: /proc/<pid> owned by the student, as after exec
+    os.umask(0o022)
+    os.nice(NICE)
+    os.environ.clear()  # also drops libc's pointers into the start-up environment, which show_as() overwrites
+    os.environ.update(request["env"])
+    show_as(request["argv"])
+    for directory in (request.get("cwd"), account.pw_dir, "/"):
+        try:
+            os.chdir(directory)
+            break
+        except (OSError, TypeError):
+            continue
+    return lifeline
+
+
+def show_as(argv: list[str]) -> None:
+    """Make ps (and memguard, which finds kernels by command line) show the command the child runs.
+
+    As setproctitle does: the start-up argv and environment strings are one block of this process's
+    memory, which /proc/<pid>/cmdline reads; it is overwritten in place (the entrypoint leaves room).
+    """
+    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    arg_start, env_end = int(fields[45]), int(fields[48])  # fields 48 and 51 of proc(5)
+    room = env_end - arg_start
+    title = " ".join(argv).encode()[: room - 1]
+    ctypes.memmove(arg_start, title.ljust(room, b"\0"), room)
+    name = os.path.basename(argv[2] if argv[1:2] == ["-m"] else argv[0]).encode()[:15]
+    _libc().prctl(15, name, 0, 0, 0)  # PR_SET_NAME: what top shows
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def run_server(argv: list[str]) -> int:
+    from jupyterhub.singleuser import main
+
+    sys.argv = list(argv)
+    sys.path[0] = os.path.dirname(shutil.which(argv[0]) or argv[0])  # as when run as a script
+    return main() or 0
+
+
+def run_kernel(argv: list[str], lifeline: int | None) -> int:
+    import threading
+
+    from ipykernel import kernelapp
+
+    if lifeline is not None:
+        threading.Thread(target=_exit_when_closed, args=(lifeline,), daemon=True, name="lifeline").start()
+    sys.argv = ["ipykernel_launcher", *argv[3:]]
+    sys.path[0] = os.getcwd()
+    kernelapp.launch_new_instance()
+    return 0
+
+
+def _exit_when_closed(fd: int) -> None:
+    while os.read(fd, 64):
+        pass
+    os._exit(1)
+
+
+# --- clients ---------------------------------------------------------------------------------
+
+class ForkedProcess:
+    """What a client keeps of a forked child: enough of Popen for JupyterHub and jupyter_client."""
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, conn: socket.socket, pid: int, pidfd: int, args: list[str], lifeline: socket.socket | None):
+        self.conn, self.pid, self.pidfd, self.args, self.lifeline = conn, pid, pidfd, args, lifeline
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self.pidfd >= 0 and select.select([self.pidfd], [], [], 0)[0]:
+            self.returncode = self._exit_code()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None and self.pidfd >= 0:
+            if not select.select([self.pidfd], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.poll()
+
+    def _exit_code(self) -> int:
+        self.conn.settimeout(1)
+        try:
+            return int(json.loads(self.conn.recv(4096) or b'{"exit": 1}')["exit"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 1  # ended, status not known
+        finally:
+            self.close()
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None and self.pidfd >= 0:
+            signal.pidfd_send_signal(self.pidfd, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        self.conn.close()
+        if self.lifeline is not None:
+            self.lifeline.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def spawn(kind: str, argv: list[str], env: dict, cwd: str | None, stdio: tuple[int, int, int],
+          user: str = "", path: str = SOCKET) -> ForkedProcess | None:
+    """Ask the fork server for a child; None when it is not there (start the usual way then)."""
+    if not os.path.exists(path):
+        return None
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    conn.settimeout(10)
+    lifeline = keep = None
+    try:
+        conn.connect(path)
+        fds = list(stdio)
+        if kind == "kernel":
+            lifeline, keep = socket.socketpair()
+            fds.append(keep.fileno())
+        request = {"kind": kind, "argv": list(argv), "env": dict(env), "cwd": cwd, "user": user}
+        socket.send_fds(conn, [json.dumps(request).encode()], fds)
+        data, got, _, _ = socket.recv_fds(conn, 4096, 1)
+    except OSError:
+        conn.close()
+        if lifeline is not None:
+            lifeline.close()
+        return None
+    finally:
+        if keep is not None:
+            keep.close()
+    reply = json.loads(data or b'{"error": "no answer"}')
+    if "pid" not in reply or not got:
+        conn.close()
+        if lifeline is not None:
+            lifeline.close()
+        raise RuntimeError(f"fork server refused {kind}: {reply.get('error')}")
+    return ForkedProcess(conn, reply["pid"], got[0], list(argv), lifeline)
+
+
+def _spawn_kernel(cmd: list[str], kwargs: dict) -> ForkedProcess | None:
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    try:
+        stdio = (_fd(kwargs.get("stdin"), devnull), _fd(kwargs.get("stdout"), 1), _fd(kwargs.get("stderr"), 2))
+        return spawn("kernel", cmd, kwargs.get("env") or dict(os.environ), kwargs.get("cwd"), stdio)
+    finally:
+        os.close(devnull)
+
+
+def _fd(value, default: int) -> int:
+    if value is None:
+        return default
+    return value if isinstance(value, int) else value.fileno()
+
+
+try:
+    from jupyter_client.provisioning import LocalProvisioner
+except ImportError:  # the hub's own venv always has it; a bare test environment may not
+    LocalProvisioner = None
+
+if LocalProvisioner is not None:
+
+    class ForkProvisioner(LocalProvisioner):
+        """LocalProvisioner whose kernels (this Python's ipykernel) are forked by the fork server."""
+
+        async def launch_kernel(self, cmd, **kwargs):
+            forkable = cmd[0] == sys.executable and tuple(cmd[1:3]) == KERNEL_MODULE
+            try:
+                proc = _spawn_kernel(cmd, kwargs) if forkable else None
+            except RuntimeError as exc:
+                self.log.warning("%s; starting the kernel the usual way", exc)
+                proc = None
+            if proc is None:
+                return await super().launch_kernel(cmd, **kwargs)
+            self.log.info("Kernel forked by the fork server: pid %s", proc.pid)
+            self.process, self.pid, self.pgid = proc, proc.pid, proc.pid
+            return self.connection_info
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1] if len(sys.argv) > 1 else SOCKET)
