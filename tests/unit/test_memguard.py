@@ -53,7 +53,7 @@ def test_enforce_ends_a_real_process_over_the_limit(tmp_path):
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             mine = [p for p in memguard.read_procs() if p.pid == hog.pid]
-            if mine and mine[0].rss > 60 * MiB:
+            if mine and mine[0].memory > 60 * MiB:
                 break
             time.sleep(0.05)
         ended = memguard.enforce(limit=32 * MiB, min_uid=65000)

@@ -3,7 +3,8 @@
 All students share one container, so there is no per-student cgroup to put a
 limit on. This guard reads /proc every few seconds and groups processes by the
 student's UID:
-- memory: when a student's resident memory is over `--limit`, it ends that
+- memory: when a student's memory (proportional set size: pages shared with
+  the fork server and other students count in part) is over `--limit`, it ends that
   student's kernels, biggest first, until the rest fits; only when no kernel is
   left does it stop the student's server itself;
 - CPU: when a student used more than `--cpus` CPUs over the last interval, their
@@ -15,6 +16,7 @@ Other students never pay for one student's runaway notebook. Runs as root.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import sys
@@ -30,7 +32,7 @@ KERNEL_MARKERS = ("ipykernel", "kernel-", "ipykernel_launcher")
 class Proc:
     pid: int
     uid: int
-    rss: int  # bytes
+    memory: int  # bytes: Pss, or VmRSS where Pss cannot be read
     cmdline: str
     cpu: float = 0.0  # CPU-seconds used so far (user + system)
 
@@ -54,13 +56,13 @@ def choose_victims(procs: list[Proc], limit: int, min_uid: int) -> list[Proc]:
             by_uid.setdefault(proc.uid, []).append(proc)
     victims: list[Proc] = []
     for uid_procs in by_uid.values():
-        total = sum(p.rss for p in uid_procs)
+        total = sum(p.memory for p in uid_procs)
         # kernels first, biggest first; the server itself only as a last resort
-        for proc in sorted(uid_procs, key=lambda p: (not p.is_kernel, -p.rss)):
+        for proc in sorted(uid_procs, key=lambda p: (not p.is_kernel, -p.memory)):
             if total <= limit:
                 break
             victims.append(proc)
-            total -= proc.rss
+            total -= proc.memory
     return victims
 
 
@@ -87,6 +89,26 @@ def pause_for(used: float, ran_for: float, cpus: float, interval: float) -> floa
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def proportional_kib(entry: Path, uid: int, gid: int) -> int:
+    """Pss of a process in KiB (0 if unreadable). Forked servers and kernels share most of their pages
+    with the fork server, so their VmRSS would count the same pages once per student. Reading
+    smaps_rollup needs ptrace access: root in a container lacks CAP_SYS_PTRACE, but a process whose
+    filesystem uid and gid are the owner's may read it."""
+    _LIBC.setfsgid(gid)
+    _LIBC.setfsuid(uid)
+    try:
+        for line in (entry / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    finally:
+        _LIBC.setfsuid(os.getuid())
+        _LIBC.setfsgid(os.getgid())
+    return 0
 
 
 def read_procs(proc_root: Path = Path("/proc")) -> list[Proc]:
@@ -101,10 +123,11 @@ def read_procs(proc_root: Path = Path("/proc")) -> list[Proc]:
         except (OSError, IndexError):
             continue  # the process ended while we looked
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        rss_kib = int(fields.get("VmRSS", "0 kB").split()[0] or 0)
         uid = int(fields.get("Uid", "0").split()[0])
+        gid = int(fields.get("Gid", "0").split()[0])
+        memory_kib = proportional_kib(entry, uid, gid) or int(fields.get("VmRSS", "0 kB").split()[0] or 0)
         cpu = (int(stat[11]) + int(stat[12])) / _CLK_TCK
-        procs.append(Proc(int(entry.name), uid, rss_kib * 1024, cmdline, cpu))
+        procs.append(Proc(int(entry.name), uid, memory_kib * 1024, cmdline, cpu))
     return procs
 
 
@@ -113,7 +136,7 @@ def enforce(limit: int, min_uid: int, proc_root: Path = Path("/proc")) -> list[P
     for proc in victims:
         what = "kernel" if proc.is_kernel else "server"
         print(f"memguard: uid {proc.uid} over {limit >> 20} MiB: ending {what} pid {proc.pid} "
-              f"({proc.rss >> 20} MiB)", file=sys.stderr, flush=True)
+              f"({proc.memory >> 20} MiB)", file=sys.stderr, flush=True)
         try:
             os.kill(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
