@@ -201,8 +201,10 @@ def render(config: CustomConfig, image_hash: str, base: str | None = None) -> Re
     for path, data, mode in runtime_files():
         b.add(path, data, mode)
     b.step(f"COPY runtime/ {RUNTIME_DIR}/")
-    # the fork server module and its kernel-provisioner entry point, importable by the hub and the servers
-    b.step(f"RUN cp -r {RUNTIME_DIR}/site/. \"$({VENV}/bin/python -c 'import site; print(site.getsitepackages()[0])')\"/")
+    # the fork server and the spare kernel (with their entry point and server-extension config), importable
+    # by the hub and the servers
+    b.step(f"RUN cp -r {RUNTIME_DIR}/site/. \"$({VENV}/bin/python -c 'import site; print(site.getsitepackages()[0])')\"/ "
+           f"&& cp -r {RUNTIME_DIR}/etc/. {VENV}/etc/")
     b.step("EXPOSE 8000")
     b.step(f'ENTRYPOINT ["{RUNTIME_DIR}/entrypoint.sh"]')
     b.step(f"LABEL {IMAGE_LABEL}={image_hash}")

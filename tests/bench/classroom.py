@@ -42,7 +42,7 @@ import websocket
 
 from conjuringd.adapters.hub_http import HubSession
 from conjuringd.prewarm import prewarm
-from tests.bench.classroom_hub import VARIANTS, BenchHub, proc_cpu_seconds, proc_rss, proc_uid, students
+from tests.bench.classroom_hub import VARIANTS, BenchHub, proc_cpu_seconds, proc_pss, proc_rss, proc_uid, students
 from tests.support.docker import ensure_base_image, ensure_dockerd
 from tests.support.kernel import execute
 
@@ -170,13 +170,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
 
 
-def per_student_memory(hub: BenchHub, n: int) -> float:
-    """Mean RSS (MB) of one student's processes (single-user server + kernel), summed by uid."""
+def per_student_memory(hub: BenchHub, measure) -> float:
+    """Mean memory (MB) of one student's processes (single-user server + kernel), summed by uid."""
     by_uid = Counter()
     for pid, _ in hub.processes():
         uid = proc_uid(pid)
         if uid >= 1000:
-            by_uid[uid] += proc_rss(pid)
+            by_uid[uid] += measure(pid)
     return statistics.mean(by_uid.values()) / 2**20 if by_uid else float("nan")
 
 
@@ -248,7 +248,8 @@ def run_class(hub: BenchHub, n: int, prewarmed: bool, timeout: float) -> dict:
         "total_cpu": hub.cgroup.cpu_seconds() - cpu0,
         "peak_mb": max(hub.cgroup.peak(), watch.mem_peak) / 2**20,
         "anon_per_student_mb": (hub.cgroup.anon() - anon0) / 2**20 / max(1, len(ok)),
-        "rss_per_student_mb": per_student_memory(hub, n),
+        "rss_per_student_mb": per_student_memory(hub, proc_rss),
+        "pss_per_student_mb": per_student_memory(hub, proc_pss),
         "phases_p50": {k: percentile([s.phases[k] for s in people if k in s.phases], 0.5) for k in ("login", "lab")},
     })
     return result
@@ -295,6 +296,7 @@ ROWS = (
     ("CPU s / student", lambda r: fmt(r.get("total_cpu", float("nan")) / max(1, r["ok"]))),
     ("peak memory MB", lambda r: fmt(r.get("peak_mb", float("nan")), ".0f")),
     ("RSS/student MB", lambda r: fmt(r.get("rss_per_student_mb", float("nan")), ".0f")),
+    ("PSS/student MB", lambda r: fmt(r.get("pss_per_student_mb", float("nan")), ".0f")),
     ("anon/student MB", lambda r: fmt(r.get("anon_per_student_mb", float("nan")), ".0f")),
     ("prewarm s (CPU s)", lambda r: f"{fmt(r['prewarm_s'])} ({fmt(r['prewarm_cpu'])}) {r['prewarm_ok']} ready" if "prewarm_s" in r else "-"),
 )

@@ -148,6 +148,17 @@ def proc_rss(pid: int) -> int:
     return 0
 
 
+def proc_pss(pid: int) -> int:
+    """Proportional set size of a host process in bytes: shared pages count in part (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def proc_uid(pid: int) -> int:
     try:
         return Path(f"/proc/{pid}").stat().st_uid

@@ -2,8 +2,9 @@
 
 Runs tests/bench/classroom.py's variants for N=10 side by side and prints the
 table into the CI log: the original Conjuring's settings (baseline, whatever it
-gets), ours (must give every student an executed cell) and ours with conjuringd
-prewarming the servers (must too). The image is the hub tests' image plus numpy
+gets), ours (must give every student an executed cell), ours with conjuringd
+prewarming the servers, and that plus numpy preloaded in the fork server (both
+must too). The image is the hub tests' image plus numpy
 (docker's layer cache keeps everything before the requirements layer).
 """
 
@@ -24,7 +25,7 @@ PORT = 18992
 def results(tmp_path_factory):
     require_docker()
     root = tmp_path_factory.mktemp("classroom")
-    return {key: run_variant(root, key, N, PORT, "", timeout=240) for key in ("baseline", "ours", "prewarm")}
+    return {key: run_variant(root, key, N, PORT, "", timeout=240) for key in ("baseline", "ours", "prewarm", "preload")}
 
 
 def test_ten_students_at_once_all_get_an_executed_cell_with_ours(results, capsys):
@@ -38,9 +39,11 @@ def test_ten_students_at_once_all_get_an_executed_cell_with_ours(results, capsys
     assert "error" not in results["baseline"], results["baseline"].get("error")  # baseline ran (any outcome)
 
 
-def test_prewarmed_servers_are_ready_before_class_and_every_student_gets_a_cell(results):
-    warm = results["prewarm"]
+@pytest.mark.parametrize("variant", ["prewarm", "preload"])
+def test_prewarmed_servers_are_ready_before_class_and_every_student_gets_a_cell(results, variant):
+    warm = results[variant]
     assert "error" not in warm, warm.get("error")
     assert warm["prewarm_ok"] == N and not warm["prewarm_failed"]
     assert warm["ok"] == N, dict(warm["failures"])
     assert warm["saw_progress"] == 0  # the servers were running: no spawn-pending page at all
+    assert warm["health_failed"] == 0

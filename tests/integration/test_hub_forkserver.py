@@ -67,8 +67,8 @@ def wait_for(predicate, timeout: float = 30.0, what: str = ""):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def logs() -> str:
-    return subprocess.run([DOCKER, "logs", "--tail", "40", NAME], capture_output=True, text=True).stderr
+def logs(tail: int = 40) -> str:
+    return subprocess.run([DOCKER, "logs", "--tail", str(tail), NAME], capture_output=True, text=True).stderr
 
 
 def student(name: str, password: str) -> tuple[HubSession, str]:
@@ -86,8 +86,9 @@ def test_server_and_kernel_are_forked_as_the_student_with_only_their_own_environ
     code = ("import os, json; print(json.dumps({'uid': os.getuid(), 'ppid': os.getppid(), 'home': os.environ['HOME'], "
             "'cwd': os.getcwd(), 'environ': open('/proc/self/environ', 'rb').read().strip(b'\\0').decode(), "
             "'cmdline': open('/proc/self/cmdline', 'rb').read().decode(), 'nice': os.nice(0), 'token': "
-            "'JUPYTERHUB_API_TOKEN' in os.environ}))")
-    seen = json.loads(execute(world.alice, "alice", world.alice_kernel, code))
+            "'JUPYTERHUB_API_TOKEN' in os.environ, 'runtime': os.environ['JUPYTER_RUNTIME_DIR'], "
+            "'transport': json.load(open(os.environ['JUPYTER_RUNTIME_DIR'] + '/kernel-%s.json' % KERNEL)).get('transport')}))")
+    seen = json.loads(execute(world.alice, "alice", world.alice_kernel, code.replace("KERNEL", repr(world.alice_kernel))))
     uids = json.loads((world.hub.paths.state_dir / "uids.json").read_text())["users"]
     assert seen["uid"] == uids["alice"] and seen["ppid"] == parent
     assert seen["home"] == "/home/alice" and seen["cwd"] == "/home/alice"
@@ -96,6 +97,9 @@ def test_server_and_kernel_are_forked_as_the_student_with_only_their_own_environ
     assert seen["token"]  # the kernel has the environment its server gave it
     server = [p for p in processes() if p["user"] == "alice" and "jupyterhub-singleuser" in p["args"]]
     assert len(server) == 1 and server[0]["ppid"] == parent
+    # her first kernel was started with her server, before she asked for it (conjuring_spare)
+    assert f"Kernel {world.alice_kernel} (started in advance) handed to the first request" in logs(tail=2000)
+    assert seen["runtime"] == f"/run/user/{seen['uid']}" and seen["transport"] == "ipc"
 
 
 def test_a_student_gets_only_their_own_kernels_from_the_fork_server(world):

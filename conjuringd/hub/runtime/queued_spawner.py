@@ -59,7 +59,25 @@ class QueuedSpawner(LocalProcessSpawner):
     def get_env(self):
         env = super().get_env()
         env["JUPYTER_DEFAULT_PROVISIONER_NAME"] = "conjuring-forkserver"  # falls back to a plain start by itself
+        env["CONJURING_SPARE_KERNEL"] = "1"  # conjuring_spare: the first notebook's kernel is started in advance
+        env["JUPYTER_RUNTIME_DIR"] = self._runtime_dir()
         return env
+
+    def get_args(self):
+        # kernels talk to their server over Unix sockets in the student's runtime folder, not TCP ports: a
+        # class starting thirty kernels at once drew colliding random ports (a kernel died, its websocket 404)
+        # and the first notebook's kernel is started in advance (conjuring_spare)
+        return [*super().get_args(), "--KernelManager.transport=ipc",
+                "--ServerApp.kernel_manager_class=conjuring_spare.SpareKernelManager"]
+
+    def _runtime_dir(self):
+        """/run/user/<uid>, the student's own: short enough for kernel socket paths (at most 107 bytes)."""
+        account = pwd.getpwnam(self.user.name)
+        path = f"/run/user/{account.pw_uid}"
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chown(path, account.pw_uid, account.pw_gid)
+        os.chmod(path, 0o700)
+        return path
 
     async def _launch(self):
         """Fork the server from the fork server; start it as LocalProcessSpawner does when that is not possible."""

@@ -59,7 +59,7 @@ PRELOAD = (
         "api", "config", "contents", "events", "kernels", "kernelspecs", "nbconvert", "security", "sessions")),
     "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.kernelspec", "IPython",
     "IPython.core.debugger", "pdb", "ipykernel.debugger", "IPython.core.completerlib", "IPython.core.oinspect",
-    "IPython.extensions.storemagic", "pydoc", "xmlrpc.server",
+    "IPython.extensions.storemagic", "pydoc", "xmlrpc.server", "conjuring_spare",
 )
 KERNEL_MODULE = ("-m", "ipykernel_launcher")
 NICE = 5  # students' servers and kernels yield the CPU to the hub and the proxy: logins and /hub/health stay quick
