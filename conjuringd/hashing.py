@@ -76,7 +76,7 @@ def image_layers(config: CustomConfig) -> tuple[tuple[str, str], ...]:
 
 def restart_digest(config: CustomConfig) -> str:
     hub = asdict(config.settings.hub)
-    for key in ("base_image", "bootstrap_base", "keep_images", "prewarm", "health_timeout"):
+    for key in ("base_image", "bootstrap_base", "keep_images", "prewarm", "prewarm_until", "health_timeout"):
         hub.pop(key)  # these do not change the running hub
     return digest(config.hub_config, repr(sorted(hub.items())))
 

@@ -31,7 +31,9 @@ log = structlog.get_logger(__name__)
 ApiCall = Callable[[str, str, "dict | None"], "tuple[int, object]"]
 
 DEFAULT_HOLD = timedelta(hours=3)
-PER_STUDENT_MB = 180  # tests/bench/classroom.py: RSS of an idle single-user server (~120 MB) + a kernel with numpy (~60 MB)
+# tests/bench/classroom.py: what the container's memory grows by per student with a server and a kernel
+# with numpy, forked from the fork server (anon 62-69 MB, PSS 65-77 MB), rounded up
+PER_STUDENT_MB = 80
 
 
 @dataclass
@@ -171,12 +173,25 @@ async def service_token(hub) -> str:
     return (await asyncio.get_running_loop().run_in_executor(None, token_file.read_text)).strip()
 
 
+def hold_deadline(clock: str, now: datetime) -> datetime | None:
+    """The next moment after `now` (an aware local datetime) when the clock shows `clock` ("HH:MM"), in UTC;
+    None for "" (the default hold)."""
+    if not clock:
+        return None
+    hour, minute = (int(part) for part in clock.split(":"))
+    moment = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if moment <= now:
+        moment += timedelta(days=1)
+    return moment.astimezone(timezone.utc)
+
+
 async def prewarm_hub(hub, desired, **kwargs) -> PrewarmReport:
     """prewarm() for the students (non-admins) of `desired`, with the service token the docker adapter keeps,
-    holding their servers until they come; run it as a background task after convergence."""
+    holding their servers until they come or [hub] prewarm_until; run it as a background task after convergence."""
     token = await service_token(hub)
     names = [u.name for u in desired.config.users if not u.admin]
     kwargs.setdefault("hold", True)
+    kwargs.setdefault("hold_until", hold_deadline(desired.settings.hub.prewarm_until, datetime.now().astimezone()))
     return await prewarm(hub.url(desired), token, names, **kwargs)
 
 

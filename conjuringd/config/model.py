@@ -58,6 +58,7 @@ class HubSettings:
     mem_limit: str = ""  # per student, e.g. "1G"; "" = no limit
     cpu_limit: float = 0.0  # per student, in CPUs; 0 = no limit
     prewarm: bool = False
+    prewarm_until: str = ""  # "HH:MM" local time: prewarmed servers are kept from idle culling until then; "" = 3 hours
     preload: tuple[str, ...] = ()  # modules every kernel starts with, imported once (e.g. "numpy")
     home_dir: str = ""  # host folder of student homes; "" = <state_dir>/home
 

@@ -33,6 +33,7 @@ CHANNELS = {
     ),
 }
 MEM_RE = re.compile(r"[0-9]+(\.[0-9]+)?[KMGTkmgt]?")
+CLOCK_RE = re.compile(r"([01]?[0-9]|2[0-3]):[0-5][0-9]")
 MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
 
@@ -238,6 +239,7 @@ _VALUE_CHECKS: dict[Path, Any] = {
     ("hub", "cpu_limit"): _range(0),
     ("hub", "mem_limit"): lambda v: "" if not v or MEM_RE.fullmatch(v) else f'"{v}" is not a size like "512M" or "2G"',
     ("hub", "base_image"): lambda v: "" if not v or IMAGE_RE.fullmatch(v) else f'"{v}" is not an image name like "debian:bookworm"',
+    ("hub", "prewarm_until"): lambda v: "" if not v or CLOCK_RE.fullmatch(v) else f'"{v}" is not a time of day like "08:30"',
     ("hub", "preload"): lambda v: next((f'"{m}" is not a module name like "numpy" or "scipy.stats"' for m in v
                                         if not MODULE_RE.fullmatch(m)), ""),
     ("hub", "home_dir"): lambda v: "" if not v or v.startswith("/") else "should be an absolute path",

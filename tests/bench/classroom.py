@@ -215,6 +215,7 @@ def run_class(hub: BenchHub, n: int, prewarmed: bool, timeout: float) -> dict:
     anon0 = hub.cgroup.anon()
     if prewarmed:
         result.update(run_prewarm(hub, [s.name for s in people]))
+    result["settle_s"] = hub.wait_idle()
     pids = hub.hub_pids()
     hub_cpu0 = {k: proc_cpu_seconds(p) for k, p in pids.items()}
     cpu0, roles0, client0 = hub.cgroup.cpu_seconds(), role_cpu(hub), self_cpu()

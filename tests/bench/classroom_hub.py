@@ -102,6 +102,17 @@ class BenchHub:
             time.sleep(0.5)
         raise RuntimeError(f"hub did not answer in {timeout}s: {self.container.logs(tail=20).decode()}")
 
+    def wait_idle(self, timeout: float = 60, busy: float = 0.05) -> float:
+        """Wait until the container uses under `busy` CPU-seconds per second (class starts on a quiet hub,
+        as it does after prewarm in a real morning); returns the seconds waited."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            before = self.cgroup.cpu_seconds()
+            time.sleep(1)
+            if self.cgroup.cpu_seconds() - before < busy:
+                break
+        return time.monotonic() - started
+
     def processes(self) -> list[tuple[int, str]]:
         """(host pid, command line) of every process in the container."""
         top = self.container.top(ps_args="-eo pid,args")

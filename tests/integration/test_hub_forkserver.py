@@ -104,7 +104,7 @@ def test_server_and_kernel_are_forked_as_the_student_with_only_their_own_environ
 
 def test_a_student_gets_only_their_own_kernels_from_the_fork_server(world):
     script = f"""
-import conjuring_forkserver as f, os, sys, time
+import conjuring_forkclient as f, os, sys, time
 null = os.open(os.devnull, os.O_RDWR)
 for kind, argv, user in (("server", ["jupyterhub-singleuser"], "bob"), ("kernel", ["/bin/sh", "-c", "id"], "root")):
     try:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conjuringd.prewarm import classroom_status, prewarm, prewarm_hub, server_state
+from conjuringd.prewarm import classroom_status, hold_deadline, prewarm, prewarm_hub, server_state
 
 
 def iso(dt: datetime) -> str:
@@ -186,7 +186,7 @@ async def test_prewarm_hub_starts_the_students_of_the_configuration_with_the_ada
     seen = {}
     users = [SimpleNamespace(name="s00", admin=False), SimpleNamespace(name="teacher", admin=True),
              SimpleNamespace(name="s01", admin=False)]
-    desired = SimpleNamespace(config=SimpleNamespace(users=users))
+    desired = SimpleNamespace(config=SimpleNamespace(users=users), settings=SimpleNamespace(hub=SimpleNamespace(prewarm_until="")))
     hub = SimpleNamespace(secrets_dir=tmp_path, url=lambda d: seen.setdefault("url", "http://127.0.0.1:8989"))
     fake = FakeHub(["s00", "s01", "teacher"], boot_polls=1)
     report = await prewarm_hub(hub, desired, poll=0.001, hold=False, call=fake)
@@ -207,3 +207,13 @@ async def test_a_hub_that_does_not_answer_for_a_while_is_asked_again():
     report = await prewarm("http://hub", "t", ["s00", "s01"], concurrency=2, poll=0.001, call=busy_hub)
     assert sorted(report.ready) == ["s00", "s01"] and not report.failed
     assert silences["count"] == 6
+
+
+def test_prewarm_until_is_the_next_time_the_clock_shows_it():
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime(2026, 11, 26, 7, 0, tzinfo=timezone(timedelta(hours=1)))  # 07:00 in a UTC+1 classroom
+    assert hold_deadline("08:30", now) == datetime(2026, 11, 26, 7, 30, tzinfo=timezone.utc)
+    assert hold_deadline("06:00", now) == datetime(2026, 11, 27, 5, 0, tzinfo=timezone.utc)  # passed today: tomorrow
+    assert hold_deadline("07:00", now) == datetime(2026, 11, 27, 6, 0, tzinfo=timezone.utc)
+    assert hold_deadline("", now) is None  # the default hold (three hours)

@@ -26,7 +26,7 @@ import asyncio
 import os
 import pwd
 
-import conjuring_forkserver
+import conjuring_forkclient
 from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Any
 
@@ -82,11 +82,14 @@ class QueuedSpawner(LocalProcessSpawner):
     async def _launch(self):
         """Fork the server from the fork server; start it as LocalProcessSpawner does when that is not possible."""
         proc = None
-        if not self.shell_cmd:
+        env = self.get_env()
+        # these choose what jupyterhub.singleuser imports, which the fork server did already without them
+        chosen_at_import = any(key in env for key in ("JUPYTERHUB_SINGLEUSER_APP", "JUPYTERHUB_SINGLEUSER_EXTENSION"))
+        if not self.shell_cmd and not chosen_at_import:
             cmd = [*self.cmd, *self.get_args()]
             home = pwd.getpwnam(self.user.name).pw_dir
             try:
-                proc = conjuring_forkserver.spawn("server", cmd, self.get_env(), home, (0, 1, 2), user=self.user.name)
+                proc = conjuring_forkclient.spawn("server", cmd, env, home, (0, 1, 2), user=self.user.name)
             except RuntimeError as exc:
                 self.log.warning("%s; starting the server of %s the usual way", exc, self.user.name)
         if proc is None:

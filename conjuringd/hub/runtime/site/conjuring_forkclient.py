@@ -1,0 +1,147 @@
+"""The clients of conjuring_forkserver: a Popen-like handle on a forked child, and the kernel provisioner.
+
+`spawn()` asks the fork server for a server (the hub's QueuedSpawner) or a
+kernel (ForkProvisioner, in a student's server: entry point
+"conjuring-forkserver", chosen by JUPYTER_DEFAULT_PROVISIONER_NAME). It returns
+None when the fork server is not running, and the caller then starts the
+process the usual way; a refusal raises RuntimeError.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+
+from conjuring_forkserver import KERNEL_MODULE, SOCKET
+
+
+class ForkedProcess:
+    """What a client keeps of a forked child: enough of Popen for JupyterHub and jupyter_client."""
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, conn: socket.socket, pid: int, pidfd: int, args: list[str], lifeline: socket.socket | None):
+        self.conn, self.pid, self.pidfd, self.args, self.lifeline = conn, pid, pidfd, args, lifeline
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self.pidfd >= 0 and select.select([self.pidfd], [], [], 0)[0]:
+            self.returncode = self._exit_code()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None and self.pidfd >= 0:
+            if not select.select([self.pidfd], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.poll()
+
+    def _exit_code(self) -> int:
+        self.conn.settimeout(1)
+        try:
+            return int(json.loads(self.conn.recv(4096) or b'{"exit": 1}')["exit"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 1  # ended, status not known
+        finally:
+            self.close()
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None and self.pidfd >= 0:
+            signal.pidfd_send_signal(self.pidfd, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def close(self) -> None:
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        self.conn.close()
+        if self.lifeline is not None:
+            self.lifeline.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def spawn(kind: str, argv: list[str], env: dict, cwd: str | None, stdio: tuple[int, int, int],
+          user: str = "", path: str = SOCKET) -> ForkedProcess | None:
+    """Ask the fork server for a child; None when it is not there (start the usual way then)."""
+    if not os.path.exists(path):
+        return None
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    conn.settimeout(10)
+    lifeline = keep = None
+    try:
+        conn.connect(path)
+        fds = list(stdio)
+        if kind == "kernel":
+            lifeline, keep = socket.socketpair()
+            fds.append(keep.fileno())
+        request = {"kind": kind, "argv": list(argv), "env": dict(env), "cwd": cwd, "user": user}
+        socket.send_fds(conn, [json.dumps(request).encode()], fds)
+        data, got, _, _ = socket.recv_fds(conn, 4096, 1)
+    except OSError:
+        conn.close()
+        if lifeline is not None:
+            lifeline.close()
+        return None
+    finally:
+        if keep is not None:
+            keep.close()
+    reply = json.loads(data or b'{"error": "no answer"}')
+    if "pid" not in reply or not got:
+        conn.close()
+        if lifeline is not None:
+            lifeline.close()
+        raise RuntimeError(f"fork server refused {kind}: {reply.get('error')}")
+    return ForkedProcess(conn, reply["pid"], got[0], list(argv), lifeline)
+
+
+def _spawn_kernel(cmd: list[str], kwargs: dict) -> ForkedProcess | None:
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    try:
+        stdio = (_fd(kwargs.get("stdin"), devnull), _fd(kwargs.get("stdout"), 1), _fd(kwargs.get("stderr"), 2))
+        return spawn("kernel", cmd, kwargs.get("env") or dict(os.environ), kwargs.get("cwd"), stdio)
+    finally:
+        os.close(devnull)
+
+
+def _fd(value, default: int) -> int:
+    if value is None:
+        return default
+    return value if isinstance(value, int) else value.fileno()
+
+
+try:
+    from jupyter_client.provisioning import LocalProvisioner
+except ImportError:  # the hub's own venv always has it; a bare test environment may not
+    LocalProvisioner = None
+
+if LocalProvisioner is not None:
+
+    class ForkProvisioner(LocalProvisioner):
+        """LocalProvisioner whose kernels (this Python's ipykernel) are forked by the fork server."""
+
+        async def launch_kernel(self, cmd, **kwargs):
+            forkable = cmd[0] == sys.executable and tuple(cmd[1:3]) == KERNEL_MODULE
+            try:
+                proc = _spawn_kernel(cmd, kwargs) if forkable else None
+            except RuntimeError as exc:
+                self.log.warning("%s; starting the kernel the usual way", exc)
+                proc = None
+            if proc is None:
+                return await super().launch_kernel(cmd, **kwargs)
+            self.log.info("Kernel forked by the fork server: pid %s", proc.pid)
+            self.process, self.pid, self.pgid = proc, proc.pid, proc.pid
+            return self.connection_info
