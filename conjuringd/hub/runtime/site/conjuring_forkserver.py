@@ -37,6 +37,7 @@ import shutil
 import signal
 import socket
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -58,6 +59,7 @@ PRELOAD = (
     "IPython.extensions.storemagic", "pydoc", "xmlrpc.server", "conjuring_spare", "conjuring_forkclient",
 )
 KERNEL_MODULE = ("-m", "ipykernel_launcher")
+PENDING_SECONDS = 5  # a connection must send its request within this
 NICE = 5  # students' servers and kernels yield the CPU to the hub and the proxy: logins and /hub/health stay quick
 
 
@@ -97,28 +99,51 @@ def serve(path: str = SOCKET) -> None:
     listener.listen(64)
     os.replace(staging, path)  # the socket appears only once everything is imported
     print(f"conjuring-forkserver: ready on {path} ({len(sys.modules)} modules)", file=sys.stderr, flush=True)
+    loop(listener, wake_r)
+
+
+def loop(listener: socket.socket, wake_r: int) -> None:
+    """Accept, answer each request once it has arrived, reap children. Never blocks on one client: a
+    connection that says nothing is dropped after PENDING_SECONDS without holding up anyone else."""
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, "accept")
     selector.register(wake_r, selectors.EVENT_READ, "reap")
+    pending: dict[socket.socket, float] = {}  # connections whose request has not come yet -> when accepted
     waiting: dict[int, socket.socket] = {}  # child pid -> the connection to tell its exit status
     while True:
-        for key, _ in selector.select():
+        for key, _ in selector.select(timeout=PENDING_SECONDS if pending else None):
             if key.data == "accept":
                 conn, _ = listener.accept()
-                pid = answer(conn)
+                pending[conn] = time.monotonic()
+                selector.register(conn, selectors.EVENT_READ, "request")
+            elif key.data == "request":
+                selector.unregister(key.fileobj)
+                del pending[key.fileobj]
+                pid = answer(key.fileobj)
                 if pid is None:
-                    conn.close()
+                    key.fileobj.close()
                 else:
-                    waiting[pid] = conn
-                    selector.register(conn, selectors.EVENT_READ, pid)
+                    waiting[pid] = key.fileobj
+                    selector.register(key.fileobj, selectors.EVENT_READ, pid)
             elif key.data == "reap":
-                while os.read(wake_r, 512) == 512:
-                    pass
+                drain(wake_r)
                 reap(waiting, selector)
             else:  # the client hung up; its child runs on
                 selector.unregister(key.fileobj)
                 waiting.pop(key.data, None)
                 key.fileobj.close()
+        for conn in [c for c, since in pending.items() if time.monotonic() - since > PENDING_SECONDS]:
+            selector.unregister(conn)
+            del pending[conn]
+            conn.close()
+
+
+def drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def reap(waiting: dict[int, socket.socket], selector: selectors.BaseSelector) -> None:
@@ -143,7 +168,7 @@ def answer(conn: socket.socket) -> int | None:
     """Read one request, fork its child, reply with the pid and a pidfd. None when refused."""
     fds: list[int] = []
     try:
-        conn.settimeout(2)  # a client that connects and says nothing does not hold up the class
+        conn.settimeout(2)  # the request is there already (selector); only the reply could wait
         data, fds, _, _ = socket.recv_fds(conn, MAX_MESSAGE, 4)
         uid = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
         caller_uid = int.from_bytes(uid[4:8], sys.byteorder)
