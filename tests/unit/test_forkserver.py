@@ -44,6 +44,13 @@ def test_requests_outside_the_rules_are_refused(req, caller, fds, why):
         forkserver.account_for(req, caller, fds)
 
 
+def test_a_kernel_is_this_environments_python_under_any_of_its_names():
+    python3 = os.path.join(os.path.dirname(sys.executable), "python3")
+    assert forkserver.same_python(sys.executable) and forkserver.same_python(python3)
+    assert not forkserver.same_python("/usr/bin/python3")  # the same interpreter, another environment
+    assert not forkserver.same_python("/bin/sh")
+
+
 def test_a_kernel_runs_as_whoever_asks_whatever_user_the_request_names():
     account = forkserver.account_for(request("kernel", KERNEL, user="root"), NOBODY.pw_uid, 4)
     assert account.pw_uid == NOBODY.pw_uid

@@ -15,9 +15,8 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 
-from conjuring_forkserver import KERNEL_MODULE, SOCKET
+from conjuring_forkserver import KERNEL_MODULE, SOCKET, same_python
 
 
 class ForkedProcess:
@@ -134,7 +133,7 @@ if LocalProvisioner is not None:
         """LocalProvisioner whose kernels (this Python's ipykernel) are forked by the fork server."""
 
         async def launch_kernel(self, cmd, **kwargs):
-            forkable = cmd[0] == sys.executable and tuple(cmd[1:3]) == KERNEL_MODULE
+            forkable = same_python(cmd[0]) and tuple(cmd[1:3]) == KERNEL_MODULE
             try:
                 proc = _spawn_kernel(cmd, kwargs) if forkable else None
             except RuntimeError as exc:

@@ -205,7 +205,7 @@ def account_for(request: dict, caller_uid: int, fd_count: int) -> pwd.struct_pas
             raise ValueError(f"not a single-user server: {argv[0]}")
         account = pwd.getpwnam(request["user"])
     elif kind == "kernel":
-        if argv[0] != sys.executable or tuple(argv[1:3]) != KERNEL_MODULE:
+        if not same_python(argv[0]) or tuple(argv[1:3]) != KERNEL_MODULE:
             raise ValueError(f"not this Python's ipykernel: {' '.join(argv[:3])}")
         if fd_count != 4:
             raise ValueError("a kernel needs stdin, stdout, stderr and a lifeline")
@@ -217,6 +217,13 @@ def account_for(request: dict, caller_uid: int, fd_count: int) -> pwd.struct_pas
     if fd_count < 3:
         raise ValueError("stdin, stdout and stderr are needed")
     return account
+
+
+def same_python(executable: str) -> bool:
+    """Whether `executable` is this interpreter in this environment: venv/bin/python and venv/bin/python3
+    both are (a server started without the fork server runs as python3); another venv's python is not."""
+    return (os.path.dirname(os.path.abspath(executable)) == os.path.dirname(sys.executable)
+            and os.path.realpath(executable) == os.path.realpath(sys.executable))
 
 
 def run_child(request: dict, account: pwd.struct_passwd, fds: list[int]) -> None:
