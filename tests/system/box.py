@@ -88,8 +88,10 @@ class Box:
     def prop(self, unit: str, name: str) -> str:
         return self.sh(f"systemctl show -P {name} {unit}").stdout.strip()
 
-    def journal(self, unit: str = "conjuringd") -> str:
-        return self.sh(f"journalctl -u {unit} -o cat --no-pager").stdout
+    def journal(self, unit: str = "conjuringd", pid: str = "") -> str:
+        """The unit's messages; only process `pid`'s if given."""
+        match = f"_PID={pid}" if pid else f"-u {unit}"
+        return self.sh(f"journalctl {match} -o cat --no-pager").stdout
 
     def wait_for(self, predicate, timeout: float, what: str, interval: float = 0.25):
         deadline = time.monotonic() + timeout

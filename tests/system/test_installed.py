@@ -140,15 +140,17 @@ def install(debs: Path, timings: dict[str, float]) -> Box:
     return container
 
 
-def journal_lines(box: Box, event: str) -> list[str]:
-    """The daemon's log lines for `event` (key=value lines: `event=NAME`, or `[level] NAME`)."""
-    return [line for line in box.journal().splitlines() if re.search(rf"(\bevent=|\] ){event}\b", line)]
+def journal_lines(box: Box, event: str, pid: str = "") -> list[str]:
+    """The daemon's log lines for `event` (key=value lines: `event=NAME`, or `[level] NAME`), of process `pid`
+    if given."""
+    return [line for line in box.journal(pid=pid).splitlines() if re.search(rf"(\bevent=|\] ){event}\b", line)]
 
 
-def pass_ids(box: Box, trigger: str = "") -> list[int]:
-    """Ids of the passes whose trigger starts with `trigger` (values may be quoted)."""
+def pass_ids(box: Box, trigger: str = "", pid: str = "") -> list[int]:
+    """Ids of the passes whose trigger starts with `trigger` (values may be quoted), of daemon process `pid`
+    if given: every daemon process numbers its passes from 1."""
     ids = []
-    for line in journal_lines(box, "pass_start"):
+    for line in journal_lines(box, "pass_start", pid):
         found = re.search(r'trigger=(?:"([^"]*)"|(\S+))', line)
         number = re.search(r"pass_id=(\d+)", line)
         if found and number and (found.group(1) or found.group(2) or "").startswith(trigger):
@@ -238,10 +240,10 @@ def test_student_logs_in_and_works(box):
 
 def test_reload_replans_without_restarting(box):
     pid, hub = box.prop("conjuringd", "MainPID"), hub_id()
-    before = max(pass_ids(box), default=0)
+    before = max(pass_ids(box, pid=pid), default=0)
     started = time.monotonic()
     box.sh("systemctl reload conjuringd")
-    reloads = box.wait_for(lambda: [i for i in pass_ids(box, "reload: SIGHUP") if i > before], 30,
+    reloads = box.wait_for(lambda: [i for i in pass_ids(box, "reload: SIGHUP", pid) if i > before], 30,
                            "a reload pass in the journal")
     box.stage("systemctl reload -> reload pass", started)
     assert reloads

@@ -25,11 +25,14 @@ Imported by jupyterhub_config.py; runs inside the hub process (one event loop).
 import asyncio
 import os
 import pwd
+import time
 
 import conjuring_forkclient
 from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Any
 
+HUB_STARTED = time.monotonic()
+FORK_SERVER_GRACE = 30  # seconds after the hub started in which a spawn waits for the fork server to be ready
 PORT_BASE = 10000  # + uid % 20000: ports 10000-29999, below Linux's ephemeral range (32768-60999)
 
 
@@ -86,6 +89,7 @@ class QueuedSpawner(LocalProcessSpawner):
         # these choose what jupyterhub.singleuser imports, which the fork server did already without them
         chosen_at_import = any(key in env for key in ("JUPYTERHUB_SINGLEUSER_APP", "JUPYTERHUB_SINGLEUSER_EXTENSION"))
         if not self.shell_cmd and not chosen_at_import:
+            await self._fork_server_ready()
             cmd = [*self.cmd, *self.get_args()]
             home = pwd.getpwnam(self.user.name).pw_dir
             try:
@@ -97,6 +101,12 @@ class QueuedSpawner(LocalProcessSpawner):
         self.log.info("Forked the server of %s from the fork server: pid %s", self.user.name, proc.pid)
         self.proc, self.pid = proc, proc.pid
         return (self.ip or "127.0.0.1", self.port)
+
+    async def _fork_server_ready(self):
+        """Just after the container started the fork server is still importing (about 2 s): the first logins
+        wait for it rather than start the slow way. Later, no socket means no fork server."""
+        while not os.path.exists(conjuring_forkclient.SOCKET) and time.monotonic() - HUB_STARTED < FORK_SERVER_GRACE:
+            await asyncio.sleep(0.1)
 
     async def _answering(self, ip, port):
         loop = asyncio.get_running_loop()
