@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 
-from conjuring_forkserver import KERNEL_MODULE, SOCKET, same_python
+from conjuring_forkserver import SOCKET, forkable_kernel
 
 
 class ForkedProcess:
@@ -81,6 +81,7 @@ def spawn(kind: str, argv: list[str], env: dict, cwd: str | None, stdio: tuple[i
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     conn.settimeout(10)
     lifeline = keep = None
+    reply, got = None, []
     try:
         conn.connect(path)
         fds = list(stdio)
@@ -90,21 +91,20 @@ def spawn(kind: str, argv: list[str], env: dict, cwd: str | None, stdio: tuple[i
         request = {"kind": kind, "argv": list(argv), "env": dict(env), "cwd": cwd, "user": user}
         socket.send_fds(conn, [json.dumps(request).encode()], fds)
         data, got, _, _ = socket.recv_fds(conn, 4096, 1)
+        reply = json.loads(data or b'{"error": "no answer"}')
     except OSError:
-        conn.close()
-        if lifeline is not None:
-            lifeline.close()
-        return None
+        pass  # no fork server to talk to: reply stays None
     finally:
         if keep is not None:
             keep.close()
-    reply = json.loads(data or b'{"error": "no answer"}')
-    if "pid" not in reply or not got:
-        conn.close()
-        if lifeline is not None:
-            lifeline.close()
-        raise RuntimeError(f"fork server refused {kind}: {reply.get('error')}")
-    return ForkedProcess(conn, reply["pid"], got[0], list(argv), lifeline)
+    if reply is not None and "pid" in reply and got:
+        return ForkedProcess(conn, reply["pid"], got[0], list(argv), lifeline)
+    conn.close()
+    if lifeline is not None:
+        lifeline.close()
+    if reply is None:
+        return None
+    raise RuntimeError(f"fork server refused {kind}: {reply.get('error')}")
 
 
 def _spawn_kernel(cmd: list[str], kwargs: dict) -> ForkedProcess | None:
@@ -133,9 +133,8 @@ if LocalProvisioner is not None:
         """LocalProvisioner whose kernels (this Python's ipykernel) are forked by the fork server."""
 
         async def launch_kernel(self, cmd, **kwargs):
-            forkable = same_python(cmd[0]) and tuple(cmd[1:3]) == KERNEL_MODULE
             try:
-                proc = _spawn_kernel(cmd, kwargs) if forkable else None
+                proc = _spawn_kernel(cmd, kwargs) if forkable_kernel(cmd) else None
             except RuntimeError as exc:
                 self.log.warning("%s; starting the kernel the usual way", exc)
                 proc = None

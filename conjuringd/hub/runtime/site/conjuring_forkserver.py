@@ -184,7 +184,7 @@ def answer(conn: socket.socket) -> int | None:
         finally:
             os.close(pidfd)
         return pid
-    except (OSError, ValueError, KeyError, TypeError, PermissionError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # PermissionError is an OSError
         try:
             conn.send(json.dumps({"error": str(exc) or type(exc).__name__}).encode())
         except OSError:
@@ -205,7 +205,7 @@ def account_for(request: dict, caller_uid: int, fd_count: int) -> pwd.struct_pas
             raise ValueError(f"not a single-user server: {argv[0]}")
         account = pwd.getpwnam(request["user"])
     elif kind == "kernel":
-        if not same_python(argv[0]) or tuple(argv[1:3]) != KERNEL_MODULE:
+        if not forkable_kernel(argv):
             raise ValueError(f"not this Python's ipykernel: {' '.join(argv[:3])}")
         if fd_count != 4:
             raise ValueError("a kernel needs stdin, stdout, stderr and a lifeline")
@@ -217,6 +217,11 @@ def account_for(request: dict, caller_uid: int, fd_count: int) -> pwd.struct_pas
     if fd_count < 3:
         raise ValueError("stdin, stdout and stderr are needed")
     return account
+
+
+def forkable_kernel(argv: list[str]) -> bool:
+    """Whether `argv` starts a kernel this fork server runs: `<this python> -m ipykernel_launcher ...`."""
+    return same_python(argv[0]) and tuple(argv[1:3]) == KERNEL_MODULE
 
 
 def same_python(executable: str) -> bool:
