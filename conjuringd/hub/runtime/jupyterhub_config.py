@@ -27,15 +27,13 @@ DATA = Path("/srv/jupyterhub")
 settings = json.loads((HUB / "settings.json").read_text())
 
 
-def _spec():
-    return json.loads((SECRETS / "users.json").read_text())
-
-
 def _accounts():
-    spec = _spec()
-    admins = {u["name"]: bool(u["admin"]) for u in spec["users"]}
-    probe = (spec.get("probe") or {}).get("name")
-    return admins, probe
+    """name -> account ("password", "admin") of users.csv's students and teachers and the daemon's probe."""
+    spec = json.loads((SECRETS / "users.json").read_text())
+    accounts = {u["name"]: u for u in spec["users"]}
+    if spec.get("probe"):
+        accounts[spec["probe"]["name"]] = dict(spec["probe"], admin=False)
+    return accounts
 
 
 def _digest(text):
@@ -49,11 +47,7 @@ class ConjuringAuthenticator(Authenticator):
 
     async def authenticate(self, handler, data):
         name, password = data.get("username", ""), data.get("password", "")
-        spec = _spec()
-        accounts = {u["name"]: u for u in spec["users"]}
-        if spec.get("probe"):
-            accounts[spec["probe"]["name"]] = dict(spec["probe"], admin=False)
-        account = accounts.get(name)
+        account = _accounts().get(name)
         expected = account["password"] if account else os.urandom(16).hex()  # same work for unknown names
         if hmac.compare_digest(_digest(expected), _digest(password)) and account:
             self.failures.pop(name, None)
@@ -64,14 +58,13 @@ class ConjuringAuthenticator(Authenticator):
         return None
 
     def check_allowed(self, username, authentication=None):
-        admins, probe = _accounts()
-        return username in admins or username == probe
+        return username in _accounts()
 
 
-_admins, _probe = _accounts()
+_known = _accounts()
 c.JupyterHub.authenticator_class = ConjuringAuthenticator
-c.Authenticator.allowed_users = set(_admins) | ({_probe} if _probe else set())
-c.Authenticator.admin_users = {name for name, admin in _admins.items() if admin}
+c.Authenticator.allowed_users = set(_known)
+c.Authenticator.admin_users = {name for name, account in _known.items() if account["admin"]}
 
 c.JupyterHub.bind_url = "http://:8000"
 c.JupyterHub.hub_ip = "127.0.0.1"
