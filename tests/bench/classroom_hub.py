@@ -148,26 +148,25 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def proc_rss(pid: int) -> int:
-    """Resident set size of a host process in bytes (0 when it is gone)."""
+def _proc_kib_field(pid: int, file: str, field: str) -> int:
+    """A "<field>: <n> kB" line of /proc/<pid>/<file>, in bytes (0 when the process is gone)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def proc_rss(pid: int) -> int:
+    """Resident set size of a host process in bytes (0 when it is gone)."""
+    return _proc_kib_field(pid, "status", "VmRSS")
 
 
 def proc_pss(pid: int) -> int:
     """Proportional set size of a host process in bytes: shared pages count in part (0 when it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _proc_kib_field(pid, "smaps_rollup", "Pss")
 
 
 def proc_uid(pid: int) -> int:
