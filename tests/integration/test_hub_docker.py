@@ -25,7 +25,9 @@ from conjuringd.hub.dockerfile import render
 from conjuringd.reconcile.model import BuildImage, ReplaceContainer, StartContainer, SyncFiles, SyncUsers
 from tests.support.docker import DOCKER, require_docker
 from tests.support.hubconfig import desired, replace
-from tests.support.hubworld import BASE, NAME, USERS, World, container_id, remove_hub_containers
+from tests.support.hubworld import (
+    BASE, NAME, USERS, World, container_id, container_logs, login, remove_hub_containers, start_kernel,
+)
 from tests.support.kernel import execute
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -41,19 +43,6 @@ def world(tmp_path_factory):
     yield w
     asyncio.run(w.hub.close())
     remove_hub_containers()
-
-
-def login(user: str, password: str) -> HubSession:
-    session = HubSession(BASE, timeout=120)  # the machine may be busy with other work
-    assert session.login(user, password) == 302, f"{user} could not log in"
-    return session
-
-
-def start_kernel(session: HubSession, user: str, name: str = "python3") -> str:
-    assert session.wait_lab(user, 180) == 200
-    status, _, body = session.request("POST", f"/user/{user}/api/kernels", {"name": name})
-    assert status == 201, body[:300]
-    return json.loads(body)["id"]
 
 
 async def test_student_logs_in_writes_a_file_and_runs_code_as_themselves(world):
@@ -180,8 +169,7 @@ async def test_memory_and_cpu_limits_hold_a_runaway_kernel_not_the_hub(world):
     deadline, logs = time.monotonic() + 30, ""
     while time.monotonic() < deadline and "ending kernel" not in logs:
         time.sleep(1)
-        done = subprocess.run([DOCKER, "logs", NAME], capture_output=True, text=True)
-        logs = done.stdout + done.stderr
+        logs = container_logs()
     assert "memguard: uid" in logs and "ending kernel" in logs, logs[-2000:]
     # the server restarts the kernel: same kernel id, fresh process, the runaway allocation is gone
     deadline, out = time.monotonic() + 60, ""

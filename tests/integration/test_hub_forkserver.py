@@ -18,7 +18,7 @@ import pytest
 
 from conjuringd.adapters.hub_http import HubSession
 from tests.support.docker import DOCKER, require_docker
-from tests.support.hubworld import BASE, NAME, World, remove_hub_containers
+from tests.support.hubworld import NAME, World, container_logs, login, remove_hub_containers, start_kernel
 from tests.support.kernel import execute
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -46,9 +46,11 @@ def sh(*args: str, user: str = "root", check: bool = True) -> str:
 
 
 def processes() -> list[dict]:
-    rows = sh("ps", "-eo", "pid=,ppid=,user=,args=").splitlines()
-    return [dict(zip(("pid", "ppid", "user", "args"), (int(r.split(None, 3)[0]), int(r.split(None, 3)[1]),
-                                                         *r.split(None, 3)[2:]))) for r in rows]
+    found = []
+    for row in sh("ps", "-eo", "pid=,ppid=,user=,args=").splitlines():
+        pid, ppid, user, args = row.split(None, 3)
+        found.append({"pid": int(pid), "ppid": int(ppid), "user": user, "args": args})
+    return found
 
 
 def forkserver_pid() -> int:
@@ -67,17 +69,9 @@ def wait_for(predicate, timeout: float = 30.0, what: str = ""):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def logs(tail: int = 40) -> str:
-    return subprocess.run([DOCKER, "logs", "--tail", str(tail), NAME], capture_output=True, text=True).stderr
-
-
 def student(name: str, password: str) -> tuple[HubSession, str]:
-    session = HubSession(BASE, timeout=120)
-    assert session.login(name, password) == 302
-    assert session.wait_lab(name, 180) == 200, logs()
-    status, _, body = session.request("POST", f"/user/{name}/api/kernels", {"name": "python3"})
-    assert status == 201, body[:300]
-    return session, json.loads(body)["id"]
+    session = login(name, password)
+    return session, start_kernel(session, name)
 
 
 def test_server_and_kernel_are_forked_as_the_student_with_only_their_own_environment(world):
@@ -98,7 +92,7 @@ def test_server_and_kernel_are_forked_as_the_student_with_only_their_own_environ
     server = [p for p in processes() if p["user"] == "alice" and "jupyterhub-singleuser" in p["args"]]
     assert len(server) == 1 and server[0]["ppid"] == parent
     # her first kernel was started with her server, before she asked for it (conjuring_spare)
-    assert f"Kernel {world.alice_kernel} (started in advance) handed to the first request" in logs(tail=2000)
+    assert f"Kernel {world.alice_kernel} (started in advance) handed to the first request" in container_logs(2000)
     assert seen["runtime"] == f"/run/user/{seen['uid']}" and seen["transport"] == "ipc"
 
 
@@ -158,8 +152,7 @@ def test_without_the_fork_server_servers_start_the_usual_way_and_it_comes_back(w
     sh("kill", str(old))  # it restarts by itself and listens again; alice's server and kernel keep running
     wait_for(lambda: [p for p in processes() if p["args"].endswith("-m conjuring_forkserver") and p["pid"] != old],
              what="a new fork server")
-    wait_for(lambda: subprocess.run([DOCKER, "logs", NAME], capture_output=True, text=True
-                                    ).stderr.count("conjuring-forkserver: ready on") == 2, what="the new fork server to be ready")
+    wait_for(lambda: container_logs().count("conjuring-forkserver: ready on") == 2, what="the new fork server to be ready")
     assert execute(world.alice, "alice", world.alice_kernel, "print('still here')").strip() == "still here"
     status, _, body = world.alice.request("POST", "/user/alice/api/kernels", {"name": "python3"})
     assert status == 201, body[:300]

@@ -103,12 +103,17 @@ def test_fat_stick_with_upper_case_names(daemon, tmp_path, loops):
     assert "APPLIED" in report
 
 
-def test_stick_attached_before_start_is_imported(daemon, tmp_path, loops):
-    tree = stick_tree(tmp_path / "t", "early,pw-123456,\n")
-    loops.attach(make_ext4_stick(tmp_path / "usb-e.img", tree))
+def start_with_stick_in(daemon: Daemon, tmp_path: Path, loops, user: str) -> None:
+    """An ext4 stick adding `user` is attached and settled, then the daemon starts and imports it."""
+    tree = stick_tree(tmp_path / "t", f"{user},pw-123456,\n")
+    loops.attach(make_ext4_stick(tmp_path / f"usb-{user}.img", tree))
     settle()
     daemon.start()
     wait_active(daemon, config_digest(tree / "conjuring" / "custom"))
+
+
+def test_stick_attached_before_start_is_imported(daemon, tmp_path, loops):
+    start_with_stick_in(daemon, tmp_path, loops, "early")
 
 
 def test_broken_users_csv_report_has_every_problem(daemon, tmp_path, loops):
@@ -184,11 +189,7 @@ def test_stick_pulled_mid_copy_keeps_config_and_daemon(tmp_path, udevd, loops):
 
 
 def test_restart_does_not_reapply_a_stick_over_a_newer_local_edit(daemon, tmp_path, loops):
-    tree = stick_tree(tmp_path / "t", "sticky,pw-123456,\n")
-    loops.attach(make_ext4_stick(tmp_path / "usb-r.img", tree))
-    settle()
-    daemon.start()
-    wait_active(daemon, config_digest(tree / "conjuring" / "custom"))
+    start_with_stick_in(daemon, tmp_path, loops, "sticky")
     daemon.wait_event("report_written")
     daemon.stop()
     with open(daemon.custom / "users.csv", "a") as f:  # edited while the daemon was down: the newest change

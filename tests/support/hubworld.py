@@ -1,14 +1,16 @@
 """One hub driven through DockerHub's Protocol methods, with plan() deciding, as the reconciler does.
 
-Shared by tests/integration/test_hub_docker.py and tests/bench/apply.py.
+Shared by tests/integration/test_hub_docker.py, test_hub_forkserver.py and tests/bench/apply.py.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 from conjuringd.adapters.docker import DockerHub
+from conjuringd.adapters.hub_http import HubSession
 from conjuringd.config.model import HubSettings
 from conjuringd.paths import Paths
 from conjuringd.reconcile.model import BuildImage, Observed, ReplaceContainer, StartContainer, SyncFiles, SyncUsers
@@ -72,3 +74,23 @@ def remove_hub_containers() -> None:
 
 def container_id() -> str:
     return subprocess.run([DOCKER, "inspect", "-f", "{{.Id}}", NAME], capture_output=True, text=True).stdout.strip()
+
+
+def container_logs(tail: int | None = None) -> str:
+    """The hub test container's output (stdout and stderr), its last `tail` lines if given."""
+    args = [DOCKER, "logs", *(["--tail", str(tail)] if tail else []), NAME]
+    done = subprocess.run(args, capture_output=True, text=True)
+    return done.stdout + done.stderr
+
+
+def login(user: str, password: str) -> HubSession:
+    session = HubSession(BASE, timeout=120)  # the machine may be busy with other work
+    assert session.login(user, password) == 302, f"{user} could not log in"
+    return session
+
+
+def start_kernel(session: HubSession, user: str, name: str = "python3") -> str:
+    assert session.wait_lab(user, 180) == 200, container_logs(40)
+    status, _, body = session.request("POST", f"/user/{user}/api/kernels", {"name": name})
+    assert status == 201, body[:300]
+    return json.loads(body)["id"]
