@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from conjuringd.config.load import load_custom
+from conjuringd.config.machine import MachineSettings, load_machine
 from conjuringd.config.problems import ConfigError, Severity
 from conjuringd.hashing import changed_layers, config_hashes
 from conjuringd.paths import Paths
@@ -28,7 +29,7 @@ from conjuringd.store import config_digest
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
-def _load_and_report(path: Path, machine_toml: Path | None):
+def _load_and_report(path: Path, machine_toml: Path | MachineSettings | None):
     """Load a folder and print its problems; None if the folder cannot be read at all."""
     try:
         config, problems = load_custom(path, machine_toml)
@@ -52,7 +53,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     paths = _paths(args)
-    loaded = _load_and_report(args.path, paths.machine_toml if paths.machine_toml.is_file() else None)
+    machine = load_machine(paths.machine_toml, paths.machine_good, save=False)
+    if machine.broken:
+        print(f"note: {machine.summary()}")
+    loaded = _load_and_report(args.path, machine)
     if loaded is None:
         return EXIT_USAGE
     config, errors, _ = loaded
@@ -125,6 +129,9 @@ def format_status(status: dict) -> str:
             value = " ".join(f"{k}={v}" for k, v in value.items() if v not in (None, [], {}, ""))
         if value:
             lines.append(f"{label + ':':9} {value}")
+    if status.get("machine_error"):
+        lines.append(f"machine:  {status['machine_error']}")
+        lines.extend(f"  {problem}" for problem in status.get("machine_problems") or [])
     if status.get("last_error"):
         lines.append(f"error:    {status['last_error']}")
     for problem in status.get("problems") or []:

@@ -14,6 +14,7 @@ import structlog
 
 from conjuringd import __version__, logs
 from conjuringd.adapters.fswatch import ConfigWatcher
+from conjuringd.config.machine import MachineSource
 from conjuringd.control import ControlServer
 from conjuringd.notify import SystemdNotifier, ping_watchdog, watchdog_interval
 from conjuringd.paths import Paths
@@ -71,23 +72,19 @@ def build_adapters(args: argparse.Namespace, paths: Paths, reconciler_settings) 
 
 
 class _LiveSettings:
-    """Settings the stick adapter reads at event time: from the active configuration."""
+    """Settings the stick adapter reads at event time. Both are machine-only (a stick cannot
+    set them), so they come from the machine settings in effect: never from a stick, and a
+    broken machine file gives the last good ones instead of an exception."""
 
-    def __init__(self, paths: Paths):
+    def __init__(self, paths: Paths, machine: MachineSource):
         self.paths = paths
-        self.reconciler: Reconciler | None = None
-
-    def _settings(self):
-        from conjuringd.config.model import Settings
-
-        desired = self.reconciler.desired() if self.reconciler else None
-        return desired.settings if desired else Settings()
+        self.machine = machine
 
     def usb(self):
-        return self._settings().usb
+        return self.machine.current().settings.usb
 
     def home_dir(self) -> Path:
-        configured = self._settings().hub.home_dir
+        configured = self.machine.current().settings.hub.home_dir
         return Path(configured) if configured else self.paths.home
 
 
@@ -102,11 +99,11 @@ async def run(args: argparse.Namespace) -> int:
     seed_local_config(paths)
     store = SnapshotStore(paths)
     store.clean_leftovers()
-    live = _LiveSettings(paths)
+    live = _LiveSettings(paths, store.machine)
     adapters = build_adapters(args, paths, live)
     heartbeat, triggers = Heartbeat(), Triggers()
     reconciler = Reconciler(store, adapters, status, triggers, heartbeat, hub_enabled=adapters.hub is not None)
-    live.reconciler = reconciler
+    reconciler.machine()  # a broken machine file is reported before anything else happens
     if args.hub == "docker":
         from conjuringd.classroom import Classroom
 

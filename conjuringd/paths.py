@@ -18,6 +18,11 @@ class Paths:
         return self.config_dir / "conjuring.toml"
 
     @property
+    def machine_good(self) -> Path:
+        """Copy of the last machine conjuring.toml without errors (used while the file is broken)."""
+        return self.state_dir / "machine-good.toml"
+
+    @property
     def local_custom(self) -> Path:
         return self.config_dir / "custom"
 

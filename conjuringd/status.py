@@ -25,12 +25,24 @@ class StatusBoard:
         self.path = path
         self.notifier = notifier
         self._status: dict[str, Any] = {"pid": os.getpid(), "phase": "starting", "started": time.time()}
+        self._alert = ""
 
     def phase(self, text: str) -> None:
         if self._status.get("phase") != text:
             log.info("phase", phase=text)
-            self.notifier.notify(f"STATUS={text}")
+            self._status["phase"] = text
+            self._notify_status()
         self.set(phase=text)
+
+    def alert(self, text: str | None) -> None:
+        """A standing problem shown after every phase in STATUS= (e.g. a broken machine file)."""
+        if (text or "") != self._alert:
+            self._alert = text or ""
+            self._notify_status()
+
+    def _notify_status(self) -> None:
+        phase = self._status.get("phase", "")
+        self.notifier.notify(f"STATUS={phase}; {self._alert}" if self._alert else f"STATUS={phase}")
 
     def set(self, **fields: Any) -> None:
         self._status.update(fields, updated=time.time())

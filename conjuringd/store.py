@@ -20,6 +20,7 @@ import structlog
 
 from conjuringd.atomic import fsync_dir
 from conjuringd.config.load import load_custom
+from conjuringd.config.machine import MachineSource
 from conjuringd.config.problems import has_errors
 from conjuringd.hashing import digest
 from conjuringd.paths import Paths
@@ -59,6 +60,7 @@ class SnapshotStore:
         self.paths = paths
         self.keep = keep
         self.state = StateFile(paths.state_file)
+        self.machine = MachineSource(paths.machine_toml, paths.machine_good)
         self._copy_hook = copy_hook
 
     def snapshot_dir(self, config_hash: str) -> Path:
@@ -70,7 +72,7 @@ class SnapshotStore:
         tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=self.paths.configs))
         try:
             self._copy_tree(Path(source_dir), tmp)
-            config, problems = load_custom(tmp, self.paths.machine_toml)
+            config, problems = load_custom(tmp, self.machine.current())
             if config is None or has_errors(problems):
                 return ImportOutcome("invalid", problems=problems, message=f"{len(problems)} problem(s)")
             config_hash = config_digest(tmp)

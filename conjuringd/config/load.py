@@ -17,11 +17,12 @@ from typing import Callable
 import structlog
 
 from conjuringd.config import checks
-from conjuringd.config.files import KIB, MIB, Reader, TreeScan, decode_utf8, list_dir, read_regular, read_tree
+from conjuringd.config.files import KIB, MIB, Reader, TreeScan, decode_utf8, list_dir, read_tree
+from conjuringd.config.machine import MachineSettings, read_machine
 from conjuringd.config.model import CustomConfig, FileTree, Kernel, Settings, User
 from conjuringd.config.problems import ConfigError, Problem, error, has_errors, warning
 from conjuringd.config.requirements import check_requirements
-from conjuringd.config.settings import TomlFile, build, check_channel, check_settings, merge, read_toml
+from conjuringd.config.settings import build, check_channel, check_settings, merge, read_toml
 from conjuringd.config.users import parse_users
 
 log = structlog.get_logger(__name__)
@@ -63,13 +64,17 @@ class _Load:
 
 
 def load_custom(
-    folder: str | os.PathLike[str], machine_toml: Path | None = None
+    folder: str | os.PathLike[str], machine_toml: Path | MachineSettings | None = None
 ) -> tuple[CustomConfig | None, tuple[Problem, ...]]:
     """Read and check everything in `folder` (and the machine's conjuring.toml).
 
     Returns the config (None iff any problem is an error) and every problem,
     sorted by file and line. Raises ConfigError only when `folder` itself
-    cannot be listed.
+    cannot be listed. A machine file given as a path is checked here and its
+    problems are part of the result (`conjuringctl validate --machine-toml`);
+    the daemon passes the `MachineSettings` it has checked itself (see
+    machine.py), whose problems it reports on its own and which never make a
+    folder invalid.
     """
     root = Path(folder)
     try:
@@ -120,32 +125,25 @@ def _build(state: _Load, root: Path) -> CustomConfig:
 # --- conjuring.toml ------------------------------------------------------------------
 
 
-def _load_settings(state: _Load, root: Path, machine_toml: Path | None) -> None:
-    machine = _read_machine(machine_toml, state.problems)
+def _load_settings(state: _Load, root: Path, machine_toml: Path | MachineSettings | None) -> None:
+    if isinstance(machine_toml, MachineSettings):
+        machine = machine_toml
+    else:
+        machine = read_machine(machine_toml)
+        state.problems.extend(machine.problems)
     folder = None
     if os.path.lexists(root / "conjuring.toml"):
         raw = state.reader.read("conjuring.toml", DEFAULT_LIMIT)
         if raw is not None:
             state.folder_toml = raw
             folder = read_toml(raw, "custom/conjuring.toml")
-    machine_clean = check_settings(machine, machine=True) if machine else {}
     folder_clean = check_settings(folder, machine=False) if folder else {}
-    state.settings = build(Settings, merge(machine_clean, folder_clean))
-    for toml in (machine, folder):
-        if toml:
-            state.problems.extend(toml.problems)
+    state.settings = build(Settings, merge(machine.data, folder_clean))
+    if folder:
+        state.problems.extend(folder.problems)
     hotspot = folder_clean.get("network", {}).get("hotspot", {})
-    state.problems.extend(check_channel(state.settings, folder if {"channel", "band"} & hotspot.keys() else machine))
-
-
-def _read_machine(path: Path | None, problems: list[Problem]) -> TomlFile | None:
-    if path is None or not os.path.lexists(path):
-        return None
-    raw, problem = read_regular(path, str(path), DEFAULT_LIMIT)
-    if problem is not None:
-        problems.append(problem)
-        return None
-    return read_toml(raw, str(path))
+    if {"channel", "band"} & hotspot.keys():  # the machine file's own channel was checked with it
+        state.problems.extend(check_channel(state.settings, folder))
 
 
 # --- top-level entries ---------------------------------------------------------------

@@ -3,9 +3,10 @@
 The schema is the `Settings` dataclasses in `model.py`: a TOML table per
 dataclass, a key per field. Unknown keys are errors with the nearest valid key
 suggested. The machine file (/etc/conjuring/conjuring.toml) is read first and
-the folder's own conjuring.toml overrides it key by key, except the sections in
-`MACHINE_ONLY` ([usb]): a stick must not loosen the USB policy, so those keys
-are honoured only from the machine file.
+the folder's own conjuring.toml overrides it key by key, but only for the keys
+on the allow-list in `allow.py`: the USB policy, host paths, host devices and
+host ports below 1024 are honoured only from the machine file (a folder that sets
+one gets a warning naming the key, and the key is ignored).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import tomllib
 import typing
 from typing import Any
 
+from conjuringd.config.allow import folder_limit, machine_only
 from conjuringd.config.files import decode_utf8
 from conjuringd.config.model import Settings
 from conjuringd.config.problems import Problem, error, warning
 
-MACHINE_ONLY = frozenset({"usb"})
+MACHINE_FILE = "/etc/conjuring/conjuring.toml"
 USB_ACCEPT = ("usb", "removable", "loop", "mmc", "any")
 # Channels NetworkManager accepts per band; adapters/nm_settings.py uses this table and
 # tests/integration/test_nm_real.py checks it against the real NetworkManager.
@@ -100,24 +102,63 @@ def _split_key(key: str) -> Path:
 
 
 def check_settings(toml: TomlFile, machine: bool) -> dict[str, Any]:
-    """The valid part of `toml.data` (nested dicts); every bad key or value adds a problem."""
-    data = dict(toml.data)
-    if not machine:
-        for section in sorted(MACHINE_ONLY & data.keys()):
-            keys = data.pop(section)
-            names = sorted(keys) if isinstance(keys, dict) and keys else [section]
-            for key in names:
-                where = (section, key) if key != section else (section,)
-                toml.problems.append(
-                    warning(
-                        toml.file,
-                        toml.line(where),
-                        f"[{section}] {key if key != section else ''}".rstrip()
-                        + f" ignored: [{section}] settings are honoured only from the machine's "
-                        "/etc/conjuring/conjuring.toml",
-                    )
-                )
-    return _check_table(Settings, data, (), toml)
+    """The valid part of `toml.data` (nested dicts); every bad key or value adds a problem.
+    A folder's file (`machine` false) loses its machine-only keys, each with a warning."""
+    if machine:
+        return _check_table(Settings, dict(toml.data), (), toml)
+    clean = _check_table(Settings, _drop_machine_only(toml.data, (), toml), (), toml)
+    _drop_over_limits(clean, (), toml)
+    return clean
+
+
+def _schema_type(path: Path) -> Any:
+    """The schema's type at `path` (a dataclass for a table), None for a key it does not know."""
+    cls: Any = Settings
+    for key in path:
+        if not dataclasses.is_dataclass(cls):
+            return None
+        hints = typing.get_type_hints(cls)
+        if key not in hints:
+            return None
+        cls = hints[key]
+    return cls
+
+
+def _ignored(toml: TomlFile, where: Path, why: str) -> None:
+    toml.problems.append(
+        warning(toml.file, toml.line(where), f"{_name(where)} ignored: {why} honoured only from the machine's {MACHINE_FILE}")
+    )
+
+
+def _drop_machine_only(data: dict[str, Any], path: Path, toml: TomlFile) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    for key, value in data.items():
+        where = path + (key,)
+        kind = _schema_type(where)
+        why = machine_only(where) if kind is not None else ""
+        if why and isinstance(value, dict) and value:
+            for sub in sorted(value):
+                _ignored(toml, where + (sub,), why)
+        elif why:
+            _ignored(toml, where, why)
+        elif isinstance(value, dict) and dataclasses.is_dataclass(kind):
+            kept[key] = _drop_machine_only(value, where, toml)
+        else:
+            kept[key] = value  # allowed, or unknown (an error for _check_table)
+    return kept
+
+
+def _drop_over_limits(clean: dict[str, Any], path: Path, toml: TomlFile) -> None:
+    for key, value in list(clean.items()):
+        where = path + (key,)
+        if isinstance(value, dict):
+            _drop_over_limits(value, where, toml)
+        elif why := folder_limit(where, value):
+            del clean[key]
+            toml.problems.append(
+                warning(toml.file, toml.line(where),
+                        f"{_name(where)} = {_toml_repr(value)} ignored: {why} honoured only from the machine's {MACHINE_FILE}")
+            )
 
 
 def _check_table(cls: type, data: dict[str, Any], path: Path, toml: TomlFile) -> dict[str, Any]:
@@ -314,4 +355,4 @@ def all_keys(cls: type = Settings, path: Path = ()) -> list[tuple[Path, Any]]:
     return keys
 
 
-__all__ = ["MACHINE_ONLY", "TomlFile", "all_keys", "build", "check_settings", "merge", "parse_settings", "read_toml"]
+__all__ = ["MACHINE_FILE", "TomlFile", "all_keys", "build", "check_settings", "merge", "parse_settings", "read_toml"]

@@ -17,6 +17,7 @@ from pathlib import Path
 import structlog
 
 from conjuringd.config.load import load_custom
+from conjuringd.config.machine import MachineSettings
 from conjuringd.config.problems import ConfigError, Severity, TransientError
 from conjuringd.hashing import config_hashes, digest
 from conjuringd.reconcile.execute import Adapters, Executor, PassLog
@@ -54,6 +55,7 @@ class Reconciler:
         self._pass_ids = itertools.count(1)
         self._applies: list[ApplyRequest] = []
         self._desired_cache: tuple[str, Desired | None] = ("", None)
+        self._machine_seen: MachineSettings | None = None  # the machine settings last reported
         self._hang = False
         self.classroom = None  # conjuringd.classroom.Classroom when the hub is managed
         self._network_problem: str | None = None  # NetworkManager trouble in this pass
@@ -203,12 +205,38 @@ class Reconciler:
 
     # --- desired and observed ---------------------------------------------------
 
+    def machine(self) -> MachineSettings:
+        """The machine settings in effect; a broken machine file is reported once per change and
+        never stops anything (the last good machine settings, or the defaults, are used)."""
+        machine = self.store.machine.current()
+        if machine != self._machine_seen:
+            was_broken = self._machine_seen is not None and self._machine_seen.broken
+            self._machine_seen = machine
+            self._report_machine(machine, was_broken)
+        return machine
+
+    def _report_machine(self, machine: MachineSettings, was_broken: bool) -> None:
+        if machine.broken:
+            for problem in machine.problems:
+                log.error("machine_config_problem", problem=str(problem))
+            log.warning("machine_config_fallback", path=machine.path, using=machine.source)
+            self.status.set(machine_error=machine.summary(), machine_problems=[str(p) for p in machine.problems])
+            self.status.alert(machine.summary())
+            return
+        for problem in machine.problems:  # warnings only
+            log.warning("machine_config_problem", problem=str(problem))
+        if was_broken:
+            log.info("machine_config_fixed", path=machine.path)
+        if self.status.get("machine_error") or was_broken:
+            self.status.set(machine_error=None, machine_problems=[])
+        self.status.alert(None)
+
     def desired(self) -> Desired | None:
+        machine = self.machine()
         state = self.store.state.read()
         if not state.active:
             return None
-        machine = self.paths.machine_toml
-        key = digest(state.active, machine.read_bytes() if machine.is_file() else b"")
+        key = digest(state.active, machine.raw)
         if self._desired_cache[0] == key:
             return self._desired_cache[1]
         folder = self.store.snapshot_dir(state.active)
@@ -263,7 +291,7 @@ class Reconciler:
     async def _prune_images(self, desired: Desired) -> None:
         """Keep the images of every snapshot still in the store (instant switch back); drop older ones."""
         keep = {desired.hashes.image}
-        machine = self.paths.machine_toml if self.paths.machine_toml.is_file() else None
+        machine = self.machine()
         for snapshot in self.store.snapshots():
             config, _ = load_custom(snapshot, machine)
             if config is not None:

@@ -86,15 +86,15 @@ def test_not_utf8_says_where():
 def test_usb_section_from_a_folder_is_ignored_with_a_warning(make_custom, tmp_path):
     machine = tmp_path / "machine.toml"
     machine.write_text("[usb]\nmax_files = 50\naccept = ['loop']\n")
-    folder = make_custom({"conjuring.toml": "[hub]\nport = 80\n\n[usb]\naccept = ['any']\nenabled = true\n"})
+    folder = make_custom({"conjuring.toml": "[hub]\nport = 8080\n\n[usb]\naccept = ['any']\nenabled = true\n"})
     config, problems = load_custom(folder, machine)
     assert config is not None
     assert config.settings.usb.accept == ("loop",) and config.settings.usb.max_files == 50
-    assert config.settings.hub.port == 80
+    assert config.settings.hub.port == 8080
     assert [(p.file, p.line, p.severity) for p in problems] == [
         (FILE, 5, Severity.WARNING), (FILE, 6, Severity.WARNING),
     ]
-    assert "[usb] accept ignored: [usb] settings are honoured only from the machine's" in problems[0].message
+    assert "[usb] accept ignored: [usb] settings (the USB policy) are honoured only from the machine's" in problems[0].message
 
 
 def test_folder_overrides_machine_key_by_key(make_custom, tmp_path):

@@ -255,3 +255,32 @@ async def test_outdated_hotspot_is_reactivated_and_a_network_config_error_waits_
     assert "channel 177" in reconciler.status.get("network_error")
     assert reconciler._network_retry is None, "a configuration error waits for new input, no retry timer"
     assert reconciler.status.get("last_error") is None, "the hub itself is fine"
+
+
+class Recorder:
+    def __init__(self):
+        self.sent: list[str] = []
+
+    def notify(self, state):
+        self.sent.append(state)
+
+
+async def test_a_broken_machine_file_keeps_the_hub_and_says_so(setup):
+    paths, hub, reconciler = setup
+    reconciler.status.notifier = recorder = Recorder()
+    paths.machine_toml.write_text("[hub]\nidle_timeout = 120\n")
+    await reconciler.run_pass(("startup",))
+    serving = hub.container
+    assert reconciler.desired().settings.hub.idle_timeout == 120
+    paths.machine_toml.write_text('[hub]\nidle_timeout = 60\nmem_limit = "1 GB"\n')
+    await reconciler.run_pass(("reload: conjuring.toml",))
+    assert hub.container == serving, "nothing rebuilt or restarted for a broken machine file"
+    assert reconciler.desired().settings.hub.idle_timeout == 120, "the last good machine settings stay"
+    assert reconciler.status.get("phase").startswith("serving 3 users")
+    assert "running with the last good machine settings" in reconciler.status.get("machine_error")
+    assert any('"1 GB" is not a size' in p for p in reconciler.status.get("machine_problems"))
+    assert any(s.startswith("STATUS=serving 3 users") and "has 1 error(s)" in s for s in recorder.sent)
+    paths.machine_toml.write_text("[hub]\nidle_timeout = 60\n")
+    await reconciler.run_pass(("reload: conjuring.toml",))
+    assert reconciler.desired().settings.hub.idle_timeout == 60
+    assert reconciler.status.get("machine_error") is None and recorder.sent[-1] == "STATUS=" + reconciler.status.get("phase")
