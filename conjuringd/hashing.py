@@ -74,11 +74,16 @@ def image_layers(config: CustomConfig) -> tuple[tuple[str, str], ...]:
     return tuple(layers)
 
 
+# How the container is run beyond the settings (mounts and their options): a change here replaces
+# containers made the old way once (e.g. homes mounted without nosuid,nodev before).
+RUN_SPEC = "no-new-privileges"
+
+
 def restart_digest(config: CustomConfig) -> str:
     hub = asdict(config.settings.hub)
     for key in ("base_image", "bootstrap_base", "keep_images", "prewarm", "prewarm_until", "health_timeout"):
         hub.pop(key)  # these do not change the running hub
-    return digest(config.hub_config, repr(sorted(hub.items())))
+    return digest(config.hub_config, repr(sorted(hub.items())), RUN_SPEC)
 
 
 def users_digest(config: CustomConfig) -> str:

@@ -280,6 +280,10 @@ class DockerHub:
             restart_policy={"Name": "unless-stopped"},
             ports={f"{CONTAINER_PORT}/tcp": desired.settings.hub.port},
             volumes=volumes,
+            # Nothing in the container gains privileges through exec (a setuid-root file in a
+            # home, a crafted restore): the hub itself is root and drops to students by setuid(2),
+            # which this does not affect. Docker's API cannot mount a rw bind nosuid (see README).
+            security_opt=["no-new-privileges"],
             detach=True,
         )
         return container.id

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import shutil
 import subprocess
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import websocket
@@ -66,6 +69,33 @@ async def test_student_logs_in_writes_a_file_and_runs_code_as_themselves(world):
     uid, home, notes = out.split(maxsplit=2)
     assert int(uid) == json.loads((world.hub.paths.state_dir / "uids.json").read_text())["users"]["alice"]
     assert int(uid) >= 2000 and home == "/home/alice" and notes.strip() == "week 1"
+
+
+def in_hub(*command: str, user: str = "root") -> subprocess.CompletedProcess:
+    return subprocess.run([DOCKER, "exec", "-u", user, NAME, *command], capture_output=True, text=True, timeout=60)
+
+
+async def test_a_setuid_root_file_in_a_home_does_not_elevate_and_a_device_node_there_opens_nothing(world):
+    uid = str(json.loads((world.hub.paths.state_dir / "uids.json").read_text())["users"]["alice"])
+    # the attacker: a setuid-root program in a home (a crafted restore or backup could bring one)
+    planted = in_hub("sh", "-c", "cp /usr/bin/id /home/alice/rootid && chown root:root /home/alice/rootid"
+                     " && chmod 4755 /home/alice/rootid")
+    assert planted.returncode == 0, planted.stderr
+    control_dir = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's own folders are root-only
+    control_dir.chmod(0o755)
+    host_copy = control_dir / "rootid"
+    shutil.copy2(world.hub.paths.home / "alice" / "rootid", host_copy)
+    assert host_copy.stat().st_mode & 0o4000 and host_copy.stat().st_uid == 0
+    control = subprocess.run([str(host_copy), "-u"], user=65534, capture_output=True, text=True)
+    shutil.rmtree(control_dir)
+    assert control.stdout.strip() == "0", "control: the same file elevates where exec may gain privileges"
+    assert in_hub("/home/alice/rootid", "-u", user=uid).stdout.strip() == uid
+    assert in_hub("grep", "NoNewPrivs", "/proc/self/status", user=uid).stdout.split() == ["NoNewPrivs:", "1"]
+    hub_pid = in_hub("sh", "-c", "pgrep -o -f jupyterhub").stdout.strip()
+    assert in_hub("grep", "NoNewPrivs", f"/proc/{hub_pid}/status").stdout.split() == ["NoNewPrivs:", "1"]
+    device = in_hub("sh", "-c", "mknod /home/alice/mem c 1 1 && head -c 1 /home/alice/mem")
+    assert device.returncode != 0 and "not permitted" in device.stderr, device
+    in_hub("rm", "-f", "/home/alice/rootid", "/home/alice/mem")
 
 
 async def test_wrong_password_is_refused_and_only_admins_use_the_admin_api(world):
