@@ -95,11 +95,43 @@ def cmd_status(args: argparse.Namespace) -> int:
     except PermissionError:
         print(f"cannot read {path}: run as root or as a member of the 'conjuring' group", file=sys.stderr)
         return EXIT_UNREACHABLE
+    shown = None
+    if args.show_passwords:
+        shown = generated_passwords(_paths(args))
+        if shown is None:
+            return EXIT_UNREACHABLE
     if args.json:
-        print(json.dumps(status, indent=2, sort_keys=True))
+        print(json.dumps({**status, **({"generated_passwords": shown} if shown is not None else {})},
+                         indent=2, sort_keys=True))
         return EXIT_OK
     print(format_status(status))
+    if shown is not None:
+        print(format_passwords(shown))
     return EXIT_OK
+
+
+def generated_passwords(paths: Paths) -> dict[str, str] | None:
+    """name -> password the box made, for the active configuration's "(generated)" users (root)."""
+    from conjuringd.config.users import parse_users
+    from conjuringd.passwords import GeneratedPasswords
+
+    active = StateFile(paths.state_file).read().active
+    users_csv = paths.configs / active / "users.csv" if active else None
+    try:
+        users = parse_users(users_csv.read_bytes(), "users.csv")[0] if users_csv and users_csv.is_file() else ()
+        made = GeneratedPasswords(paths.secrets).read()
+    except PermissionError:
+        print(f"cannot read the passwords in {paths.secrets}: run as root", file=sys.stderr)
+        return None
+    return {u.name: made.get(u.name, "(not made yet: the hub has not started)") for u in users if u.generated}
+
+
+def format_passwords(shown: dict[str, str]) -> str:
+    if not shown:
+        return "passwords: the active users.csv has no (generated) passwords: its own are in use"
+    width = max(len(name) for name in shown)
+    return "passwords made by this box (users.csv says (generated)):\n" + "\n".join(
+        f"  {name:<{width}}  {password}" for name, password in shown.items())
 
 
 def format_status(status: dict) -> str:
@@ -223,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("status", help="what the daemon is doing")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--show-passwords", action="store_true",
+                   help="also list the passwords this box made for the active users.csv's (generated) users (root)")
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("apply", help="import a folder as the active configuration")
     p.add_argument("path", type=Path)

@@ -51,7 +51,8 @@ fi
 DAEMON=$!
 trap 'kill -TERM $DAEMON 2>/dev/null; wait $DAEMON 2>/dev/null' INT TERM
 
-if "$PY" -m conjuringd.adapters.hub_ready "$STATE/run/status.json" "$REPO/custom/users.csv" --timeout "$TIMEOUT"; then
+if "$PY" -m conjuringd.adapters.hub_ready "$STATE/run/status.json" "$REPO/custom/users.csv" \
+     --passwords "$STATE/state/secrets/generated-passwords.json" --timeout "$TIMEOUT"; then
   if [ $EXIT_WHEN_READY = 1 ]; then
     kill -TERM $DAEMON; wait $DAEMON || true
     /usr/bin/docker rm -f conjuring >/dev/null 2>&1 || true  # the hub outlives the daemon by design; not here

@@ -38,6 +38,7 @@ from conjuringd.adapters.hub_files import mirror_tree, write_atomic
 from conjuringd.adapters.protocols import Progress
 from conjuringd.config.problems import ConjuringError, HubUnhealthy, TransientError
 from conjuringd.hub.dockerfile import render
+from conjuringd.passwords import GeneratedPasswords
 from conjuringd.paths import Paths
 from conjuringd.reconcile.model import Desired, HubObserved
 from conjuringd.reconcile.plan import replace_key
@@ -182,7 +183,8 @@ class DockerHub:
         if not token.exists():
             write_atomic(token, secrets_mod.token_hex(32).encode(), 0o600)
         uids = self.uids.assign([u.name for u in desired.config.users])
-        spec = users_spec(desired.config, uids, self._probe())
+        config = GeneratedPasswords(self.paths.secrets).resolve(desired.config)  # the reconciler did already
+        spec = users_spec(config, uids, self._probe())
         write_atomic(self.secrets_dir / "users.json", json.dumps(spec).encode(), 0o600)
 
     def _write_files(self, desired: Desired) -> int:

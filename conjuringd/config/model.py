@@ -16,6 +16,7 @@ class User:
     password: str = field(repr=False)
     admin: bool
     line: int  # line in users.csv, for messages
+    generated: bool = False  # users.csv said "(generated)": the box makes the password (conjuringd.passwords)
 
 
 @dataclass(frozen=True)

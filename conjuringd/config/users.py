@@ -8,6 +8,12 @@ quoted); whitespace around each field is stripped, as the original's shell
 (chpasswd splits its `name:password` lines at the first colon only), but no
 control character (newline, NUL, tab, ...): they cannot be typed in a login
 form and would corrupt the line-based files passwords travel in.
+
+The password `(generated)` asks the box for one: each box makes its own on first
+use and keeps it (conjuringd.passwords; `conjuringctl status --show-passwords`).
+The shipped custom/users.csv uses it, so a box is never served with passwords
+printed in a public repository. Passwords that are such public examples (ours
+before, the original Conjuring's) get a warning.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import re
 
 from conjuringd.config.files import decode_lines
 from conjuringd.config.model import User
-from conjuringd.config.problems import Problem, error
+from conjuringd.config.problems import Problem, error, warning
 
 NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 TRUE = frozenset({"1", "y", "yes", "t", "true"})
@@ -41,6 +47,10 @@ SYSTEM_GROUPS = frozenset(
     input render kvm crontab docker ssh systemd-journal ssl-cert sgx""".split()
 )
 HUB_NAMES = frozenset({"jovyan", "conjuring", "admin", "jupyterhub", "hub"})
+GENERATED = "(generated)"
+# Passwords printed in public repositories: conjuringd's custom/users.csv before it used
+# GENERATED, and the original Conjuring's custom/users.csv (foo and bar, both "bar").
+PUBLIC_EXAMPLES = frozenset({"change-me-1", "change-me-2", "change-me-teacher", "bar"})
 RESERVED = SYSTEM_ACCOUNTS | SYSTEM_GROUPS | HUB_NAMES
 
 
@@ -109,6 +119,11 @@ def _parse_row(row: list[str], line: int, file: str, problems: list[Problem]) ->
     admin = _parse_admin(admin_text, line, file, problems)
     if len(problems) > found:
         return None
+    if password == GENERATED:
+        return User(name=name, password="", admin=admin, line=line, generated=True)
+    if password in PUBLIC_EXAMPLES:
+        problems.append(warning(file, line, f"the password of '{name}' is an example printed in a public repository: "
+                                f"anyone can log in with it; choose another, or write {GENERATED} to have the box make one"))
     return User(name=name, password=password, admin=admin, line=line)
 
 

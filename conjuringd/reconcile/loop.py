@@ -20,6 +20,7 @@ from conjuringd.config.load import load_custom
 from conjuringd.config.machine import MachineSettings
 from conjuringd.config.problems import ConfigError, Severity, TransientError
 from conjuringd.hashing import config_hashes, digest
+from conjuringd.passwords import GeneratedPasswords, generated_logins
 from conjuringd.reconcile.execute import Adapters, Executor, PassLog
 from conjuringd.reconcile.model import ActivateNetwork, Desired, ImportOutcome, NetworkObserved, Observed, ReportFacts
 from conjuringd.reconcile.plan import plan
@@ -243,6 +244,7 @@ class Reconciler:
         config, problems = load_custom(folder, machine)
         if config is None:
             raise ConfigError(problems)
+        config = GeneratedPasswords(self.paths.secrets).resolve(config)  # made once per box, then kept
         desired = Desired(config_hashes(config, state.active), config, str(folder), self.hub_enabled)
         self._desired_cache = (key, desired)
         return desired
@@ -354,6 +356,7 @@ class Reconciler:
             users=len(desired.config.users), admins=len(desired.config.admins),
             changes=tuple(passlog.changes), build_log_tail=passlog.build_tail,
             active_config=state.active, active_source=_describe_source(state.active_source),
+            generated_logins=tuple((u.name, u.password, u.admin) for u in generated_logins(desired.config)),
         )
 
 

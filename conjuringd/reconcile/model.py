@@ -177,3 +177,5 @@ class ReportFacts:
     build_log_tail: tuple[str, ...] = ()
     active_config: str = ""  # hash of the configuration now active
     active_source: str = ""  # e.g. "stick CONJURING (UUID 1234-ABCD) at 2026-11-26T14:00Z"
+    # (name, password, admin) of active users whose password the box made ("(generated)" in users.csv)
+    generated_logins: tuple[tuple[str, str, bool], ...] = field(default=(), repr=False)

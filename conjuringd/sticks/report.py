@@ -63,6 +63,19 @@ def _hub_lines(facts: ReportFacts | None) -> list[str]:
     return lines
 
 
+def _password_lines(report: StickReport) -> list[str]:
+    """Passwords the box made, for a stick whose configuration is active (it chose these users)."""
+    facts = report.facts
+    if facts is None or not facts.generated_logins or report.outcome.result not in ("applied", "unchanged"):
+        return []
+    width = max(len(name) for name, _, _ in facts.generated_logins)
+    lines = ["users.csv says (generated) for these users, so this box made their passwords.",
+             "Keep this report safe; write your own passwords in users.csv to replace them.", ""]
+    lines += [f"  {name:<{width}}  {password}{'   (admin)' if admin else ''}"
+              for name, password, admin in facts.generated_logins]
+    return lines
+
+
 def render_report(report: StickReport) -> str:
     """The report as text with CRLF line endings (Windows Notepad shows it right)."""
     outcome, facts = report.outcome, report.facts
@@ -84,6 +97,7 @@ def render_report(report: StickReport) -> str:
     if facts is not None:
         lines += _section("What changed", list(facts.changes))
         lines += _section("Hub", _hub_lines(facts))
+        lines += _section("Passwords made by this box", _password_lines(report))
         lines += _section("Last lines of the failed build", list(facts.build_log_tail))
     lines += _section("Home backup", [report.backup] if report.backup else [])
     lines.append("")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -26,6 +27,8 @@ def test_main_job_prints_a_url_where_the_default_student_logs_in(tmp_path):
     tail = (proc.stdout + proc.stderr)[-3000:]
     assert proc.returncode == 0, tail
     # hub_ready printed this only after a real login (xsrf + POST /hub/login) and the lab answering
-    assert "=== conjuring hub is serving at http://" in proc.stdout and "log in as student1 / change-me-1" in proc.stdout
+    made = json.loads((tmp_path / "state" / "secrets" / "generated-passwords.json").read_text())
+    assert "=== conjuring hub is serving at http://" in proc.stdout
+    assert f"log in as student1 / {made['student1']}" in proc.stdout, "the box's own password, not a shipped one"
     assert (tmp_path / "etc" / "custom" / "certs" / "host-ca.crt").exists()
     assert (tmp_path / "state" / "home" / "student1").is_dir()

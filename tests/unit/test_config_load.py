@@ -24,7 +24,10 @@ def where(problems: tuple[Problem, ...]) -> list[tuple[str, int, Severity]]:
 
 def test_original_conjuring_folder_loads_without_problems():
     config, problems = load_custom(DATA / "original" / "custom")
-    assert problems == ()
+    # only: foo and bar use the original's shipped example password "bar" (public: anyone can log in)
+    assert [(p.file, p.line, p.severity.value) for p in problems] == [
+        ("custom/users.csv", 2, "warning"), ("custom/users.csv", 3, "warning")]
+    assert all("an example printed in a public repository" in p.message for p in problems)
     assert isinstance(config, CustomConfig)
     assert [(u.name, u.admin) for u in config.users] == [("foo", False), ("bar", False), ("teacher", True), ("ta", True)]
     assert config.apt_packages == ("git", "vim", "nano")
@@ -40,6 +43,7 @@ def test_shipped_default_custom_loads_with_zero_problems():
     config, problems = load_custom(REPO / "custom")
     assert problems == ()
     assert [u.admin for u in config.users].count(True) == 1 and len(config.users) == 3
+    assert all(u.generated and u.password == "" for u in config.users), "no password is shipped"
     assert config.apt_packages == ()
     assert b"numpy" in config.requirements
     assert [p for p, _ in config.shared.files] == ["welcome.ipynb"]

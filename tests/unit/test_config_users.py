@@ -64,7 +64,7 @@ def test_every_reserved_name_is_refused():
 
 
 def test_original_format_two_and_three_columns_and_flags():
-    data = HEADER + b"foo,bar\nbaz,qux,\nann,pw,1\nbea,pw,Y\ncid,pw,yes\ndan,pw,T\neve,pw,TRUE\nfay,pw,no\ngus,pw,0\n"
+    data = HEADER + b"foo,bax\nbaz,qux,\nann,pw,1\nbea,pw,Y\ncid,pw,yes\ndan,pw,T\neve,pw,TRUE\nfay,pw,no\ngus,pw,0\n"
     users, problems = parse_users(data, FILE)
     assert problems == []
     assert [(u.name, u.admin) for u in users] == [
@@ -98,3 +98,14 @@ def test_every_bad_row_is_reported_not_only_the_first():
 def test_password_never_appears_in_messages():
     _, problems = parse_users(HEADER + b"Jane,hunter2-secret,maybe\n", FILE)
     assert problems and all("hunter2" not in str(p) for p in problems)
+
+
+def test_generated_passwords_and_public_example_passwords():
+    data = HEADER + b"ana,(generated)\nben,change-me-1\ncaz,bar,yes\ndan, (generated) ,yes\neve,generated\n"
+    users, problems = parse_users(data, FILE)
+    assert [(u.name, u.generated, u.password, u.admin) for u in users] == [
+        ("ana", True, "", False), ("ben", False, "change-me-1", False), ("caz", False, "bar", True),
+        ("dan", True, "", True), ("eve", False, "generated", False)]
+    assert [(p.line, p.severity.value) for p in problems] == [(3, "warning"), (4, "warning")]
+    assert "the password of 'ben' is an example printed in a public repository" in problems[0].message
+    assert "(generated)" in problems[0].message
