@@ -32,8 +32,8 @@ def box(tmp_path):
     shutil.copytree(REPO / "custom", shipped)
     (shipped / "certs").mkdir()  # the build trusts this machine's CAs (a TLS proxy), as make run does
     shutil.copy("/etc/ssl/certs/ca-certificates.crt", shipped / "certs" / "host-ca.crt")
+    (tmp_path / "box").mkdir()
     d = Daemon(tmp_path / "box", args=["--hub", "docker", "--network", "none", "--usb", "none"], default_custom=shipped)
-    d.root.mkdir()
     yield d
     d.close()
     subprocess.run([DOCKER, "rm", "-f", "conjuring", "conjuring-previous"], capture_output=True)

@@ -42,7 +42,8 @@ DROPIN = "/etc/systemd/system/conjuringd.service.d"
 DAEMON = "/usr/bin/conjuringd --hub none"
 HUB_NAMES = ("conjuring", "conjuring-previous")  # the daemon's container names on the host
 HUB = "http://127.0.0.1:8989"  # the default port, published on the host
-STUDENT = ("student1", "change-me-1")  # from the default users.csv
+STUDENT_NAME = "student1"  # from the default users.csv, whose passwords say "(generated)"
+BROKEN_MACHINE = '[hub]\nidle_timeout = 900\nmem_limit = "1 GB"\n'
 PROXY_CA = Path("/etc/ssl/certs/ca-certificates.crt")  # trusted by this network's TLS proxy
 
 
@@ -225,17 +226,56 @@ def test_hub_comes_up_from_the_default_configuration(box):
     assert labels.get("org.conjuring.image"), labels
 
 
+def student() -> tuple[str, str]:
+    """The default student and the password this box made for them (root-only, in the state folder)."""
+    made = json.loads((STATE / "secrets" / "generated-passwords.json").read_text())
+    return STUDENT_NAME, made[STUDENT_NAME]
+
+
 def test_student_logs_in_and_works(box):
-    assert HubSession(HUB).login(STUDENT[0], "not-the-password") == 403
+    assert HubSession(HUB).login(STUDENT_NAME, "not-the-password") == 403
+    assert HubSession(HUB).login(STUDENT_NAME, "change-me-1") == 403, "the old shipped example password"
+    assert box.sh("stat -c %a /var/lib/conjuring/secrets/generated-passwords.json").stdout.strip() == "600"
+    shown = box.sh("conjuringctl status --show-passwords").stdout
+    assert f"  {STUDENT_NAME}  {student()[1]}" in shown, shown
     session = HubSession(HUB)
     started = time.monotonic()
-    assert session.login(*STUDENT) == 302
-    assert session.wait_lab(STUDENT[0], 300) == 200
+    assert session.login(*student()) == 302
+    assert session.wait_lab(STUDENT_NAME, 300) == 200
     box.stage("student login + server spawn", started)
-    status, _, _ = session.request("PUT", f"/user/{STUDENT[0]}/api/contents/notes.txt",
+    status, _, _ = session.request("PUT", f"/user/{STUDENT_NAME}/api/contents/notes.txt",
                                    {"type": "file", "format": "text", "content": "my work"})
     assert status == 201
-    assert (STATE / "home" / STUDENT[0] / "notes.txt").read_text() == "my work"  # on the host
+    assert (STATE / "home" / STUDENT_NAME / "notes.txt").read_text() == "my work"  # on the host
+
+
+def test_a_broken_machine_file_leaves_the_daemon_running_and_the_hub_serving(box):
+    """One typo in /etc/conjuring/conjuring.toml used to make the daemon exit at boot, for ever."""
+    hub, restarts = hub_id(), int(box.prop("conjuringd", "NRestarts"))
+    box.sh("cp /etc/conjuring/conjuring.toml /root/conjuring.toml.good")
+    box.write("/etc/conjuring/conjuring.toml", BROKEN_MACHINE)
+    started = time.monotonic()
+    box.sh("systemctl restart conjuringd")  # a boot with the broken file
+    pid = box.prop("conjuringd", "MainPID")
+    status_text = box.wait_for(lambda: "has 1 error(s)" in (t := box.prop("conjuringd", "StatusText")) and t, 60,
+                               "STATUS= to name the broken machine file")
+    box.stage("broken machine file: restart -> reported", started)
+    assert "running with the last good machine settings" in status_text, status_text
+    shown = box.sh("conjuringctl status").stdout
+    assert "machine:  /etc/conjuring/conjuring.toml has 1 error(s)" in shown, shown
+    assert '/etc/conjuring/conjuring.toml:3: error: [hub] mem_limit: "1 GB" is not a size' in shown, shown
+    assert journal_lines(box, "machine_config_problem", pid), box.journal()[-3000:]
+    box.wait_for(lambda: json.loads(box.sh("conjuringctl status --json").stdout).get("converged"), 60,
+                 "the daemon to converge with the last good machine settings")
+    time.sleep(3)  # a daemon that exits would be restarted by now (RestartSec=5s is the pace, not the proof)
+    assert box.prop("conjuringd", "SubState") == "running" and box.prop("conjuringd", "MainPID") == pid
+    assert int(box.prop("conjuringd", "NRestarts")) == restarts
+    assert hub_id() == hub and health(HUB), "the hub keeps serving, untouched"
+    assert HubSession(HUB).login(*student()) == 302
+    box.sh("cp /root/conjuring.toml.good /etc/conjuring/conjuring.toml")  # fixed: re-read when saved
+    box.wait_for(lambda: "error" not in box.prop("conjuringd", "StatusText"), 30, "STATUS= without the error")
+    assert "machine:" not in box.sh("conjuringctl status").stdout
+    assert box.prop("conjuringd", "MainPID") == pid and hub_id() == hub
 
 
 def test_reload_replans_without_restarting(box):
@@ -331,14 +371,14 @@ def test_remove_stops_the_daemon_and_keeps_everything(box):
 
 def test_purge_keeps_student_homes(box):
     uids = box.sh(f"cat {STATE}/uids.json").stdout
-    assert STUDENT[0] in json.loads(uids)["users"]
+    assert STUDENT_NAME in json.loads(uids)["users"]
     assert box.sh(f"test -e {STATE}/state.json -a -d {STATE}/configs").returncode == 0
     started = time.monotonic()
     purge = box.sh("apt-get purge -y conjuringd 2>&1")
     box.stage("apt-get purge", started)
     assert "never deleted" in purge.stdout and f"{STATE}/home" in purge.stdout
-    assert box.sh(f"cat {STATE}/home/{STUDENT[0]}/notes.txt").stdout == "my work"
-    assert (STATE / "home" / STUDENT[0] / "notes.txt").read_text() == "my work"  # seen from the host too
+    assert box.sh(f"cat {STATE}/home/{STUDENT_NAME}/notes.txt").stdout == "my work"
+    assert (STATE / "home" / STUDENT_NAME / "notes.txt").read_text() == "my work"  # seen from the host too
     assert box.sh(f"cat {STATE}/uids.json").stdout == uids
     for gone in (f"{STATE}/state.json", f"{STATE}/configs", f"{STATE}/secrets", "/etc/conjuring"):
         assert box.sh(f"test -e {gone}", check=False).returncode != 0, gone
