@@ -124,7 +124,7 @@ class HubHealth:
 
     def _check_facts(self, client, container_id: str) -> tuple[dict, str]:
         """Labels of the container to check, and the id of the previous hub kept beside it ('' if none)."""
-        previous = _get(client, self.previous_name)
+        previous = get_container(client, self.previous_name)
         return client.containers.get(container_id).labels, previous.id if previous is not None else ""
 
 
