@@ -13,6 +13,7 @@ order in which a folder was listed.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +31,16 @@ def digest(*parts: bytes | str) -> str:
         h.update(len(data).to_bytes(8, "big"))
         h.update(data)
     return h.hexdigest()
+
+
+def owner_digest(state_dir: str | os.PathLike[str], token: str) -> str:
+    """Ties a hub container to one state folder and its hub token, without revealing the token.
+
+    An HMAC keyed by the token over the state folder's resolved path: a container made from
+    another state folder (other mounts, another token) never matches.
+    """
+    where = os.path.realpath(state_dir).encode()
+    return hmac.new(token.encode(), b"conjuring hub owner\x00" + where, hashlib.sha256).hexdigest()
 
 
 def tree_digest(tree: FileTree) -> str:

@@ -3,8 +3,12 @@
 Every blocking SDK call runs in one single-thread executor. Docker being
 unreachable raises TransientError; a failed build raises BuildFailed; a new hub
 that does not become healthy is rolled back, then HubUnhealthy is raised. The live
-hashes applied to a container are recorded in `<state>/hub/applied.json`
-(labels are immutable), keyed by container id.
+hashes applied to a container, and whether it passed its health check, are recorded
+in `<state>/hub/applied.json` (labels are immutable), keyed by container id.
+
+Only a container whose owner label matches this state folder and hub token is ours
+(observed as `ours`); one left by an interrupted replacement is observed as not
+`checked`, and check_container() health-checks it or rolls back to the previous one.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import docker.errors
 import requests.exceptions
 import structlog
 
-from conjuringd.adapters import docker_build, hub_http
+from conjuringd.adapters import docker_build
 from conjuringd.adapters.docker_labels import (
     CONTAINER_NAME,
     CONTAINER_PORT,
@@ -34,9 +38,11 @@ from conjuringd.adapters.docker_labels import (
     image_tag,
     users_spec,
 )
+from conjuringd.adapters.docker_health import HubHealth, NotHealthy, get_container as _get
 from conjuringd.adapters.hub_files import mirror_tree, write_atomic
 from conjuringd.adapters.protocols import Progress
-from conjuringd.config.problems import ConjuringError, HubUnhealthy, TransientError
+from conjuringd.config.problems import HubUnhealthy, TransientError
+from conjuringd.hashing import owner_digest
 from conjuringd.hub.dockerfile import render
 from conjuringd.passwords import GeneratedPasswords
 from conjuringd.paths import Paths
@@ -49,15 +55,7 @@ log = structlog.get_logger(__name__)
 _UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)
 
 
-class _NotHealthy(ConjuringError):
-    """Internal: the new hub did not answer; replace_container rolls back and raises HubUnhealthy."""
-
-    def __init__(self, message: str, tail: tuple[str, ...] = ()):
-        self.tail = tail
-        super().__init__(message)
-
-
-class DockerHub:
+class DockerHub(HubHealth):
     def __init__(self, paths: Paths, client_factory=docker.from_env, container_name: str = CONTAINER_NAME):
         self.paths = paths
         self.name = container_name  # tests use their own, so they never touch a real hub
@@ -119,8 +117,16 @@ class DockerHub:
         container = _get(client, self.name)
         if container is None:
             return HubObserved(images=images)
-        state = container_state(container.id, container.labels, container.status, self._applied())
+        state = container_state(container.id, container.labels, container.status, self._applied(), self._owner())
         return HubObserved(images=images, container=state)
+
+    def _owner(self) -> str:
+        """This box's owner label value; '' while there is no hub token (then no container is ours)."""
+        try:
+            token = (self.secrets_dir / "service-token").read_text().strip()
+        except FileNotFoundError:
+            return ""
+        return owner_digest(self.paths.state_dir, token) if token else ""
 
     # --- applied live hashes -----------------------------------------------------
 
@@ -130,9 +136,9 @@ class DockerHub:
         except (FileNotFoundError, ValueError):
             return {}
 
-    def _record(self, container_id: str, **hashes: str) -> None:
+    def _record(self, container_id: str, **facts: str | bool) -> None:
         applied = self._applied()
-        applied = {container_id: {**applied.get(container_id, {}), **hashes}}  # only the live container matters
+        applied = {container_id: {**applied.get(container_id, {}), **facts}}  # only the live container matters
         write_atomic(self.hub_dir / "applied.json", json.dumps(applied, indent=1).encode(), 0o600)
 
     # --- build -------------------------------------------------------------------
@@ -230,6 +236,7 @@ class DockerHub:
         old_id = await self._call(self._set_aside)
         try:
             new_id = await self._call(self._create, desired, volumes)
+            log.info("hub_created", container=new_id[:12], previous=old_id[:12])
         except Exception:
             if old_id:  # nothing was stopped yet: just give the serving hub its name back
                 await self._call(lambda c: c.containers.get(old_id).rename(self.name))
@@ -242,11 +249,12 @@ class DockerHub:
             await self._call(lambda c: c.containers.get(new_id).start())
             progress("waiting for the new hub to answer")
             await self._wait_healthy(new_id, desired, probe=True)
+            await self._io(lambda: self._record(new_id, checked=True))
         except Exception as exc:  # whatever went wrong, the previous hub comes back first
             await self._rollback(desired, new_id, old_id, exc)
             if isinstance(exc, TransientError):
                 raise
-            tail = exc.tail if isinstance(exc, _NotHealthy) else (str(exc),)
+            tail = exc.tail if isinstance(exc, NotHealthy) else (str(exc),)
             key = replace_key(desired.hashes.image, desired.hashes.restart)
             raise HubUnhealthy(key, f"new hub did not start: {exc}", tail) from exc
         self.last_downtime = time.monotonic() - stopped_at
@@ -262,6 +270,9 @@ class DockerHub:
         """Rename the current container out of the way (kept until its successor is healthy)."""
         current, previous = _get(client, self.name), _get(client, self.previous_name)
         if previous is not None:
+            if current is not None and self._applied().get(current.id, {}).get("checked") is not True:
+                current.remove(force=True)  # never health-checked: the previous one is the last good hub
+                current = None
             if current is None:  # an interrupted replace: the previous one is the last good hub
                 previous.rename(self.name)
                 current = previous
@@ -277,7 +288,7 @@ class DockerHub:
         container = client.containers.create(
             image_tag(hashes.image),
             name=self.name,
-            labels=container_labels(hashes.image, hashes.restart, hashes.config),
+            labels=container_labels(hashes.image, hashes.restart, hashes.config, self._owner()),
             init=True,
             restart_policy={"Name": "unless-stopped"},
             ports={f"{CONTAINER_PORT}/tcp": desired.settings.hub.port},
@@ -289,70 +300,6 @@ class DockerHub:
             detach=True,
         )
         return container.id
-
-    async def _rollback(self, desired: Desired, new_id: str, old_id: str, exc: Exception) -> None:
-        log.error("hub_unhealthy_rollback", container=new_id[:12], error=str(exc)[:300], previous=old_id[:12])
-
-        def undo(client):
-            try:
-                client.containers.get(new_id).remove(force=True)
-            except docker.errors.NotFound:
-                pass
-            if old_id:
-                old = client.containers.get(old_id)
-                old.rename(self.name)
-                old.start()
-
-        try:
-            await self._call(undo)
-        except (TransientError, docker.errors.APIError) as again:
-            log.error("hub_rollback_failed", container=old_id[:12], error=str(again)[:300])
-            return
-        if old_id:
-            try:
-                await self._wait_healthy(old_id, desired, probe=False)
-                log.info("hub_rolled_back", container=old_id[:12])
-            except (_NotHealthy, TransientError) as again:
-                log.error("hub_rollback_unhealthy", container=old_id[:12], error=str(again)[:300])
-
-    async def _wait_healthy(self, container_id: str, desired: Desired, probe: bool) -> None:
-        deadline = time.monotonic() + desired.settings.hub.health_timeout
-        base = self.url(desired)
-        while time.monotonic() < deadline:
-            status, restarts = await self._call(self._status, container_id)
-            if status in ("exited", "dead", "restarting") or restarts:
-                raise _NotHealthy(f"hub container {status} (restarts: {restarts})", await self._logs_tail(container_id))
-            if await self._io(hub_http.health, base) and (not probe or await self._io(self._probe_login, base)):
-                return
-            await asyncio.sleep(0.5)
-        raise _NotHealthy(f"hub did not answer within {desired.settings.hub.health_timeout}s",
-                           await self._logs_tail(container_id))
-
-    @staticmethod
-    def _status(client, container_id: str) -> tuple[str, int]:
-        container = client.containers.get(container_id)
-        return container.status, int(container.attrs.get("RestartCount") or 0)
-
-    def _probe_login(self, base: str) -> bool:
-        probe = self._probe()
-        return hub_http.HubSession(base, timeout=10).login(probe["name"], probe["password"]) == 302
-
-    def _forget_probe(self, base: str) -> None:
-        """Drop the probe account from the hub's user list, so teachers never see it (best effort)."""
-        token = (self.secrets_dir / "service-token").read_text().strip()
-        try:
-            status, _ = hub_http.api(base, token, "DELETE", f"/users/{PROBE_NAME}")
-        except OSError as exc:
-            status = str(exc)
-        if status not in (204, 404):
-            log.warning("probe_user_not_removed", status=status)
-
-    async def _logs_tail(self, container_id: str) -> tuple[str, ...]:
-        try:
-            raw = await self._call(lambda c: c.containers.get(container_id).logs(tail=20))
-        except (docker.errors.APIError, TransientError):
-            return ()
-        return tuple(raw.decode("utf-8", "replace").splitlines())
 
     async def start_container(self, container_id: str) -> None:
         await self._call(lambda c: c.containers.get(container_id).start())
@@ -385,10 +332,3 @@ class DockerHub:
         """Never waits for a step in progress (a build can stream for minutes): the daemon is stopping."""
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._reset()
-
-
-def _get(client, name: str):
-    try:
-        return client.containers.get(name)
-    except docker.errors.NotFound:
-        return None

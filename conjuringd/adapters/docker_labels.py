@@ -14,6 +14,7 @@ IMAGE_REPO = "conjuring/hub"
 LABEL_IMAGE = "org.conjuring.image"
 LABEL_RESTART = "org.conjuring.restart"
 LABEL_CONFIG = "org.conjuring.config"
+LABEL_OWNER = "org.conjuring.owner"  # hashing.owner_digest of the state folder and hub token
 PROBE_NAME = "conjuring-probe"
 CONTAINER_PORT = 8000
 BOOTSTRAP_SUITES = {
@@ -32,12 +33,16 @@ def image_tag(image_hash: str) -> str:
     return f"{IMAGE_REPO}:{image_hash}"
 
 
-def container_labels(image_hash: str, restart_hash: str, config_hash: str) -> dict[str, str]:
-    return {LABEL_IMAGE: image_hash, LABEL_RESTART: restart_hash, LABEL_CONFIG: config_hash}
+def container_labels(image_hash: str, restart_hash: str, config_hash: str, owner: str) -> dict[str, str]:
+    return {LABEL_IMAGE: image_hash, LABEL_RESTART: restart_hash, LABEL_CONFIG: config_hash, LABEL_OWNER: owner}
 
 
-def container_state(container_id: str, labels: dict, status: str, applied: dict) -> ContainerState:
-    """Observed state of our container; `applied` holds the live hashes recorded for it."""
+def container_state(container_id: str, labels: dict, status: str, applied: dict, owner: str) -> ContainerState:
+    """Observed state of the container named like ours.
+
+    `applied` holds what was recorded for it (live hashes, whether it passed a health check);
+    `owner` is this box's owner digest ('' when it has no hub token yet: nothing is ours then).
+    """
     mine = applied.get(container_id, {})
     return ContainerState(
         id=container_id,
@@ -46,7 +51,20 @@ def container_state(container_id: str, labels: dict, status: str, applied: dict)
         running=status == "running",
         users_hash=mine.get("users", ""),
         files_hash=mine.get("files", ""),
+        ours=bool(owner) and labels.get(LABEL_OWNER) == owner,
+        checked=mine.get("checked") is True,
     )
+
+
+def host_port(attrs: dict, default: int) -> int:
+    """The host port bound to the hub's port in a container's inspect data, `default` when none is."""
+    bindings = ((attrs.get("HostConfig") or {}).get("PortBindings") or {}).get(f"{CONTAINER_PORT}/tcp") or []
+    for binding in bindings:
+        try:
+            return int(binding.get("HostPort") or "")
+        except (TypeError, ValueError):
+            continue
+    return default
 
 
 @dataclass

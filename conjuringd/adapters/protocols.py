@@ -32,6 +32,9 @@ class HubAdapter(Protocol):
     async def replace_container(self, desired: Desired, progress: Progress) -> None:
         """Start a container on the desired image, keep it only once healthy, else roll back."""
 
+    async def check_container(self, desired: Desired, container_id: str, progress: Progress) -> None:
+        """Health-check a container that was created but never checked; roll back (HubUnhealthy) if it fails."""
+
     async def start_container(self, container_id: str) -> None: ...
 
     async def sync_users(self, desired: Desired) -> None: ...

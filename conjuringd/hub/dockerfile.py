@@ -67,9 +67,14 @@ class Rendered:
 
 
 def deterministic_tar(files: tuple[tuple[str, bytes, int], ...]) -> bytes:
-    """A tar whose bytes depend only on names, contents and modes."""
+    """A tar whose bytes depend only on names, contents and modes.
+
+    POSIX.1-2001 (pax) format: a name over ustar's 100 (+155) characters, such as a long
+    certificate file name, gets a pax header instead of a ValueError; short names are
+    written exactly as ustar writes them.
+    """
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, data, mode in sorted(files):
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), mode, 0

@@ -9,12 +9,13 @@ from typing import Awaitable, Callable
 import structlog
 
 from conjuringd.adapters.protocols import HubAdapter, Importer, NetworkAdapter, StickAdapter
-from conjuringd.config.problems import BuildFailed, HubUnhealthy
+from conjuringd.config.problems import BuildFailed, HubUnhealthy, TransientError
 from conjuringd.hashing import changed_layers
 from conjuringd.reconcile.model import (
     Action,
     ActivateNetwork,
     BuildImage,
+    CheckContainer,
     Desired,
     ImportStick,
     ReplaceContainer,
@@ -36,6 +37,7 @@ DEADLINES: dict[type, float] = {
     ActivateNetwork: 120,
     BuildImage: 4 * 3600,
     ReplaceContainer: 900,
+    CheckContainer: 900,
     StartContainer: 300,
     SyncUsers: 300,
     SyncFiles: 600,
@@ -92,6 +94,8 @@ class Executor:
             await self._build(desired, passlog)
         elif isinstance(action, ReplaceContainer):
             await self._replace(desired, passlog)
+        elif isinstance(action, CheckContainer):
+            await self._check(action, desired, passlog)
         elif isinstance(action, StartContainer):
             self.phase("starting hub container")
             await hub.start_container(action.container_id)
@@ -118,14 +122,37 @@ class Executor:
                     await hub.build_image(desired, self.phase)
             else:
                 await hub.build_image(desired, self.phase)
+        except TransientError:
+            raise  # Docker or the build network away: retried with back-off
         except BuildFailed as failure:
-            log.error("build_failed", image=failure.image_hash[:12], step=failure.step, tail=list(failure.log_tail[-5:]))
-            self.state.record_failed_build(failure.image_hash, failure.step, failure.log_tail)
-            passlog.changes.append(f"image build FAILED at {failure.step}; the previous hub keeps serving")
-            passlog.build_tail = failure.log_tail
+            self._build_failed(failure, passlog)
+            return
+        except Exception as exc:  # any other failure of a build is a failed build too, never an endless retry
+            log.exception("build_crashed", image=desired.hashes.image[:12])
+            self._build_failed(BuildFailed(desired.hashes.image, "preparing the build", (f"{type(exc).__name__}: {exc}",)),
+                               passlog)
             return
         passlog.built = True
         passlog.changes.append("image built (layers: " + ", ".join(rebuilt or ("none",)) + ")")
+
+    def _build_failed(self, failure: BuildFailed, passlog: PassLog) -> None:
+        log.error("build_failed", image=failure.image_hash[:12], step=failure.step, tail=list(failure.log_tail[-5:]))
+        self.state.record_failed_build(failure.image_hash, failure.step, failure.log_tail)
+        passlog.changes.append(f"image build FAILED at {failure.step}; the previous hub keeps serving")
+        passlog.build_tail = failure.log_tail
+
+    async def _check(self, action: CheckContainer, desired: Desired, passlog: PassLog) -> None:
+        self.phase("health-checking the hub container")
+        try:
+            await self.adapters.hub.check_container(desired, action.container_id, self.phase)
+        except HubUnhealthy as failure:  # the adapter has already rolled back
+            log.error("hub_unhealthy_rolled_back", reason=str(failure), tail=list(failure.log_tail[-5:]))
+            self.state.record_failed_build(failure.key, f"hub start: {failure}", failure.log_tail)
+            passlog.changes.append(f"the hub an interrupted replacement left did not start ({failure}); "
+                                   "rolled back to the previous one")
+            passlog.build_tail = failure.log_tail
+            return
+        passlog.changes.append("the hub an interrupted replacement left passed its health check")
 
     async def _replace(self, desired: Desired, passlog: PassLog) -> None:
         self.phase("replacing hub container")

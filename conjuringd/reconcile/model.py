@@ -40,6 +40,8 @@ class ContainerState:
     running: bool
     users_hash: str = ""  # last users.csv applied to this container
     files_hash: str = ""  # last shared/ + home_default/ applied
+    ours: bool = True  # its owner label matches this box's state folder and hub token
+    checked: bool = True  # it passed a health check after it was created (recorded in our state)
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,16 @@ class ReplaceContainer(Action):
 
     def describe(self) -> str:
         return f"(re)create hub container on image {self.image_hash[:12]}"
+
+
+@dataclass(frozen=True)
+class CheckContainer(Action):
+    """Health-check a container that was created but never checked; roll back to the previous one if it fails."""
+
+    container_id: str
+
+    def describe(self) -> str:
+        return f"health-check hub container {self.container_id[:12]}"
 
 
 @dataclass(frozen=True)

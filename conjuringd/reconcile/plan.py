@@ -12,6 +12,7 @@ from conjuringd.reconcile.model import (
     Action,
     ActivateNetwork,
     BuildImage,
+    CheckContainer,
     Desired,
     HubObserved,
     ImportStick,
@@ -60,17 +61,21 @@ def _network_actions(network: NetworkObserved | None) -> list[Action]:
 def _hub_actions(desired: Desired, hub: HubObserved, failed_builds: frozenset[str]) -> list[Action]:
     wanted = desired.hashes
     container = hub.container
+    foreign = container is not None and not container.ours
+    if container is not None and not foreign and not container.checked:
+        # created, but the daemon stopped before its health check: check it (or roll back) before anything else
+        return [CheckContainer(container.id, reason="hub container was never health-checked (interrupted replacement)")]
     image_ready = wanted.image in hub.images
     if not image_ready and wanted.image not in failed_builds:
         return [BuildImage(wanted.image, reason=_image_reason(desired, hub))]
-    container_outdated = container is None or (container.image_hash, container.restart_hash) != (
+    container_outdated = foreign or container is None or (container.image_hash, container.restart_hash) != (
         wanted.image,
         wanted.restart,
     )
     if image_ready and container_outdated and replace_key(wanted.image, wanted.restart) not in failed_builds:
         return [ReplaceContainer(wanted.image, wanted.restart, reason=_container_reason(desired, hub))]
-    if container is None:
-        return []  # the image failed to build and there is no hub to fall back on
+    if container is None or foreign:
+        return []  # no hub of ours to run or sync: the image failed to build, or its container failed to start
     if not container.running:
         return [StartContainer(container.id, reason="hub container is stopped")]
     actions: list[Action] = []
@@ -96,6 +101,8 @@ def _container_reason(desired: Desired, hub: HubObserved) -> str:
     container = hub.container
     if container is None:
         return "no hub container"
+    if not container.ours:
+        return "the hub container is not this box's (another state folder or hub token): replaced, never adopted"
     if container.image_hash != desired.hashes.image:
         return "hub image changed"
     return "restart inputs changed (srv/jupyterhub_config.py or [hub] settings)"

@@ -13,7 +13,9 @@ from conjuringd.adapters.docker import DockerHub
 from conjuringd.adapters.hub_http import HubSession
 from conjuringd.config.model import HubSettings
 from conjuringd.paths import Paths
-from conjuringd.reconcile.model import BuildImage, Observed, ReplaceContainer, StartContainer, SyncFiles, SyncUsers
+from conjuringd.reconcile.model import (
+    BuildImage, CheckContainer, Observed, ReplaceContainer, StartContainer, SyncFiles, SyncUsers,
+)
 from conjuringd.reconcile.plan import plan
 from tests.support.docker import DOCKER
 from tests.support.hubconfig import desired, make_config
@@ -26,6 +28,7 @@ USERS = (("alice", "alice-pw-1", False), ("bob", "bob-pw-1", False), ("teacher",
 
 class World:
     def __init__(self, root: Path):
+        """A world whose state lives under `root`; two worlds share the hub's name and port."""
         self.root = root
         self.hub = DockerHub(Paths(state_dir=root / "state", config_dir=root / "etc", runtime_dir=root / "run"),
                              container_name=NAME)
@@ -64,6 +67,8 @@ class World:
                     await self.hub.sync_files(d)
                 elif isinstance(action, StartContainer):
                     await self.hub.start_container(action.container_id)
+                elif isinstance(action, CheckContainer):
+                    await self.hub.check_container(d, action.container_id, lambda line: None)
         raise AssertionError(f"did not converge: {done}")
 
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import io
+import shutil
 import tarfile
 from pathlib import Path
 
+from conjuringd.config.load import load_custom
 from conjuringd.config.model import HubSettings
+from conjuringd.config.problems import has_errors
 from conjuringd.hashing import changed_layers, config_hashes, image_layers
 from conjuringd.hub.dockerfile import DEFAULT_BASE, base_extra_lines, base_image, deterministic_tar, render
 from tests.support.hubconfig import make_config, replace
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def cfg(tmp_path: Path, **kw):
@@ -130,3 +135,36 @@ def test_deterministic_tar_modes():
     blob = deterministic_tar((("b.sh", b"x", 0o755), ("a", b"y", 0o644)))
     with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
         assert [(m.name, m.mode) for m in tar.getmembers()] == [("a", 0o644), ("b.sh", 0o755)]
+
+
+def _ca_certificate() -> bytes:
+    """One real CA certificate of this machine (the validator checks it is one)."""
+    return sorted(Path("/etc/ssl/certs").glob("*.pem"))[0].read_bytes()
+
+
+def test_a_certificate_with_a_120_character_name_validates_and_goes_into_the_context(tmp_path):
+    folder = tmp_path / "custom"
+    shutil.copytree(REPO / "custom", folder)
+    long_name = "school-" + "x" * 109 + ".crt"
+    assert len(long_name) == 120
+    (folder / "certs").mkdir(exist_ok=True)
+    (folder / "certs" / long_name).write_bytes(_ca_certificate())
+    config, problems = load_custom(folder)
+    assert config is not None and not has_errors(problems), problems
+    assert long_name in [name for name, _ in config.certs]
+    blob = render(config, "h").context_tar()  # ustar raised ValueError here (name over 100 characters)
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        member = tar.getmember(f"certs/{long_name}")
+        assert tar.extractfile(member).read() == _ca_certificate()
+    assert blob == render(config, "h").context_tar(), "still deterministic"
+
+
+def test_short_names_are_written_exactly_as_before(tmp_path):
+    files = (("certs/host-ca.crt", b"pem", 0o644), ("runtime/a.py", b"x", 0o755))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:  # the format used until now
+        for name, data, mode in files:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime, info.uid, info.gid, info.uname, info.gname = len(data), mode, 0, 0, 0, "", ""
+            tar.addfile(info, io.BytesIO(data))
+    assert deterministic_tar(files) == buf.getvalue()

@@ -6,17 +6,20 @@ import os
 
 from conjuringd.adapters.docker_labels import (
     LABEL_IMAGE,
+    LABEL_OWNER,
     LABEL_RESTART,
     BuildProgress,
     bootstrap_suite,
     container_labels,
     container_state,
+    host_port,
     hub_settings,
     mmdebstrap_script,
     users_spec,
 )
 from conjuringd.adapters.hub_files import mirror_tree, write_atomic
 from conjuringd.config.model import HubSettings
+from conjuringd.hashing import owner_digest
 from conjuringd.uids import FIRST_UID, UidMap
 from tests.support.hubconfig import make_config
 
@@ -33,13 +36,41 @@ def test_build_progress_counts_steps_cache_hits_and_errors():
 
 
 def test_container_state_reads_labels_and_applied_hashes():
-    labels = container_labels("img", "rst", "cfg")
-    state = container_state("cid", labels, "running", {"cid": {"users": "u", "files": "f"}})
+    labels = container_labels("img", "rst", "cfg", "own")
+    state = container_state("cid", labels, "running", {"cid": {"users": "u", "files": "f", "checked": True}}, "own")
     assert (state.image_hash, state.restart_hash, state.running, state.users_hash, state.files_hash) == (
         "img", "rst", True, "u", "f")
-    assert labels[LABEL_IMAGE] == "img" and labels[LABEL_RESTART] == "rst"
-    stopped = container_state("other", labels, "exited", {"cid": {"users": "u"}})
+    assert state.ours and state.checked
+    assert labels[LABEL_IMAGE] == "img" and labels[LABEL_RESTART] == "rst" and labels[LABEL_OWNER] == "own"
+    stopped = container_state("other", labels, "exited", {"cid": {"users": "u"}}, "own")
     assert not stopped.running and stopped.users_hash == ""
+    assert not stopped.checked, "a container with nothing recorded never passed a health check"
+
+
+def test_a_container_is_ours_only_with_our_owner_label():
+    labels = container_labels("img", "rst", "cfg", "theirs")
+    assert not container_state("cid", labels, "running", {}, "ours").ours
+    unlabelled = {LABEL_IMAGE: "img", LABEL_RESTART: "rst"}  # made by hand, or before owner labels
+    assert not container_state("cid", unlabelled, "running", {}, "ours").ours
+    assert not container_state("cid", unlabelled, "running", {}, "").ours, "no hub token yet: nothing is ours"
+
+
+def test_owner_digest_ties_state_folder_and_token_without_showing_the_token(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    token = "f" * 64
+    mine = owner_digest(tmp_path / "a", token)
+    assert mine == owner_digest(tmp_path / "a" / ".." / "a", token), "the same folder, however it is spelled"
+    assert mine != owner_digest(tmp_path / "b", token), "another state folder"
+    assert mine != owner_digest(tmp_path / "a", "e" * 64), "another hub token"
+    assert token not in mine and len(mine) == 64
+
+
+def test_host_port_reads_the_hub_binding():
+    attrs = {"HostConfig": {"PortBindings": {"8000/tcp": [{"HostIp": "", "HostPort": "18989"}]}}}
+    assert host_port(attrs, 8989) == 18989
+    assert host_port({"HostConfig": {"PortBindings": None}}, 8989) == 8989
+    assert host_port({}, 8989) == 8989
 
 
 def test_users_spec_and_settings(tmp_path):

@@ -4,6 +4,7 @@ from conjuringd.config.model import CustomConfig, FileTree, Settings, User
 from conjuringd.reconcile.model import (
     ActivateNetwork,
     BuildImage,
+    CheckContainer,
     ConfigHashes,
     ContainerState,
     Desired,
@@ -119,3 +120,46 @@ def test_stick_report_waits_until_the_hub_converged():
 def test_hub_disabled_plans_only_network_and_sticks():
     desired = Desired(HASHES, make_config(), "/snap", hub_enabled=False)
     assert plan(desired, Observed(None, ACTIVE_NET)) == []
+
+
+# --- only our own container is ours; a container never health-checked is checked first ---------------------
+
+
+FOREIGN = ContainerState("c9", "img", "rst", True, "usr", "fil", ours=False)  # our very labels, not our owner
+
+
+def test_foreign_container_is_replaced_even_when_its_labels_match():
+    actions = plan(DESIRED, observed(container=FOREIGN))
+    assert actions == [ReplaceContainer("img", "rst")]
+    assert "never adopted" in actions[0].reason
+
+
+def test_foreign_stopped_container_is_never_started_or_synced():
+    stopped = ContainerState("c9", "img", "rst", False, "", "", ours=False)
+    assert plan(DESIRED, observed(container=stopped)) == [ReplaceContainer("img", "rst")]
+
+
+def test_foreign_container_waits_for_our_image_and_is_left_alone_when_our_hub_failed():
+    assert plan(DESIRED, observed(container=FOREIGN, images=frozenset())) == [BuildImage("img")]
+    assert plan(DESIRED, observed(container=FOREIGN, images=frozenset(), failed=frozenset({"img"}))) == []
+    failed = frozenset({replace_key("img", "rst")})
+    assert plan(DESIRED, observed(container=FOREIGN, failed=failed)) == [], "no StartContainer/SyncUsers on it"
+
+
+def test_unchecked_container_is_health_checked_before_anything_else():
+    unchecked = ContainerState("c2", "img", "rst", False, "", "", checked=False)
+    assert plan(DESIRED, observed(container=unchecked)) == [CheckContainer("c2")]
+    outdated = ContainerState("c2", "old", "old", True, "", "", checked=False)
+    assert plan(DESIRED, observed(container=outdated, images=frozenset())) == [CheckContainer("c2")]
+
+
+def test_a_foreign_container_is_replaced_not_checked():
+    foreign_unchecked = ContainerState("c9", "img", "rst", True, ours=False, checked=False)
+    assert plan(DESIRED, observed(container=foreign_unchecked)) == [ReplaceContainer("img", "rst")]
+
+
+def test_checked_container_after_a_failed_check_needs_nothing_more():
+    rolled_back = ContainerState("c1", "old", "old", True, "usr", "fil")
+    failed = frozenset({replace_key("img", "rst")})
+    assert plan(DESIRED, observed(container=rolled_back, failed=failed)) == []
+    assert plan(DESIRED, observed(container=None, failed=failed)) == [], "no hub could start and none came back"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conjuringd.config.problems import BuildFailed, TransientError
+from conjuringd.config.problems import BuildFailed, HubUnhealthy, TransientError
 from conjuringd.paths import Paths
 from conjuringd.reconcile.execute import Adapters
 from conjuringd.reconcile.loop import Reconciler
@@ -284,3 +284,66 @@ async def test_a_broken_machine_file_keeps_the_hub_and_says_so(setup):
     await reconciler.run_pass(("reload: conjuring.toml",))
     assert reconciler.desired().settings.hub.idle_timeout == 60
     assert reconciler.status.get("machine_error") is None and recorder.sent[-1] == "STATUS=" + reconciler.status.get("phase")
+
+
+async def test_any_exception_in_a_build_is_a_failed_build_recorded_reported_and_not_retried(setup):
+    paths, hub, reconciler = setup
+    await reconciler.run_pass(("startup",))
+    serving = hub.container
+    (paths.local_custom / "apt.txt").write_text("cowsay\n")
+    original = hub.build_image
+
+    async def crashing(desired, progress):
+        hub.calls.append("build")
+        raise ValueError("name is too long ('certs/xxx...')")
+
+    hub.build_image = crashing
+    await reconciler.run_pass(("local: edit",))
+    desired = reconciler.desired()
+    failure = reconciler.store.state.read().failed_builds[desired.hashes.image]
+    assert "ValueError: name is too long" in failure["tail"][0]
+    assert hub.container == serving, "the previous hub keeps serving"
+    assert "failed" in reconciler.status.get("last_error")
+    assert any("image build FAILED" in change for change in reconciler.status.get("changes"))
+    assert not reconciler.status.get("phase").startswith("unexpected error"), "a failed build, not a loop error"
+    builds = hub.calls.count("build")
+    await reconciler.run_pass(("timer",))
+    await reconciler.run_pass(("timer",))
+    assert hub.calls.count("build") == builds, "not retried until the inputs change"
+    hub.build_image = original
+    (paths.local_custom / "apt.txt").write_text("cowsay\nsl\n")
+    await reconciler.run_pass(("local: edit",))
+    assert hub.calls.count("build") == builds + 1 and hub.container.image_hash == reconciler.desired().hashes.image
+
+
+async def test_a_transient_error_in_a_build_is_retried_not_recorded(setup):
+    paths, hub, reconciler = setup
+
+    async def away(desired, progress):
+        raise TransientError("docker unreachable")
+
+    hub.build_image = away
+    await reconciler.run_pass(("startup",))
+    assert reconciler.store.state.read().failed_builds == {}
+    assert "retry" in reconciler.status.get("phase")
+
+
+async def test_a_container_never_health_checked_is_checked_and_a_failed_check_is_recorded(setup):
+    paths, hub, reconciler = setup
+    await reconciler.run_pass(("startup",))
+    good = hub.container
+    h = reconciler.desired().hashes
+    hub.container = ContainerState("c-new", h.image, h.restart, True, checked=False)  # left by a SIGKILL
+    checked = []
+
+    async def check_container(desired, container_id, progress):
+        checked.append(container_id)
+        hub.container = good  # the adapter rolled back to the previous hub
+        raise HubUnhealthy(f"{h.image}:{h.restart}", "hub container exited (restarts: 0)", ("boom",))
+
+    hub.check_container = check_container
+    await reconciler.run_pass(("startup",))
+    assert checked == ["c-new"]
+    assert f"{h.image}:{h.restart}" in reconciler.store.state.read().failed_builds
+    assert "replace" not in hub.calls[2:], "a hub that could not start is not retried until the inputs change"
+    assert reconciler.status.get("phase").startswith("serving the previous hub")
