@@ -278,16 +278,22 @@ class UdevSticks:
                 log.info("not_a_conjuring_stick", device=info.device, label=info.label)
                 return None
             verdict = self._admit(session, conjuring, info, usb.trust)
-            if not verdict.admitted:
-                return verdict
-            layout = session.layout()
-            if layout is None or layout.custom is None:
-                log.info("not_a_conjuring_stick", device=info.device, label=info.label)
-                return None
-            limits = CopyLimits(usb.max_files, usb.max_bytes, fold_case=needs_archive(info.fstype))
-            staged, refusals = stage_custom(layout.custom, self.paths.staging, limits, self._copy_hook)
-            log.info("stick_copied", device=info.device, folder=str(staged), refused=len(refusals))
-            return staged, tuple(refusals), layout.home_backup is not None, verdict
+            if verdict.admitted and verdict.kind != "first":
+                return self._copy(session, info, usb, verdict)
+        if not verdict.admitted:
+            return verdict
+        with StickSession(self._mounter, info) as session:  # enrolled through a writable mount: copy from a read-only one
+            return self._copy(session, info, usb, verdict)
+
+    def _copy(self, session: StickSession, info: StickInfo, usb: UsbSettings, verdict: Verdict):
+        layout = session.layout()
+        if layout is None or layout.custom is None:
+            log.info("not_a_conjuring_stick", device=info.device, label=info.label)
+            return None
+        limits = CopyLimits(usb.max_files, usb.max_bytes, fold_case=needs_archive(info.fstype))
+        staged, refusals = stage_custom(layout.custom, self.paths.staging, limits, self._copy_hook)
+        log.info("stick_copied", device=info.device, folder=str(staged), refused=len(refusals))
+        return staged, tuple(refusals), layout.home_backup is not None, verdict
 
     def _admit(self, session: StickSession, conjuring: Path, info: StickInfo, trust: str) -> Verdict:
         """Blocking: the enrolment verdict; the first stick on a new box is enrolled here (trust on first use)."""

@@ -103,6 +103,17 @@ def make_ext4_stick(image: Path, tree: Path, label: str = "CONJURING", size_mb: 
     return image
 
 
+def rewrite_ext4_stick(image: Path, tree: Path, label: str = "CONJURING", size_mb: int = 32) -> Path:
+    """The teacher edits an enrolled stick: new content, the same filesystem (UUID) and conjuring/stick.key."""
+    uuid = subprocess.run(["blkid", "-s", "UUID", "-o", "value", str(image)], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    (tree / "conjuring" / "stick.key").write_bytes(ext4_read(image, "/conjuring/stick.key"))
+    image.unlink()
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-U", uuid, "-L", label, "-d", str(tree), str(image), f"{size_mb}M"],
+                   check=True)
+    return image
+
+
 def make_fat_stick(image: Path, tree: Path, label: str = "CONJFAT", size_mb: int = 32, upper: bool = True) -> Path:
     """A FAT image filled with mtools; `upper` stores every name in upper case (8.3 style)."""
     image.unlink(missing_ok=True)
@@ -238,6 +249,18 @@ class Harness:
         await self.sticks.write_report(device, stick.key, facts)
         assert [s for s in self.sticks.observe() if s.device == device] == []
         return stick.key
+
+    async def enrol(self, loops: "Loops", image: Path) -> str:
+        """Enrol a stick the way `conjuringctl enroll` does (the adapter's enroll), then pull it; returns its id."""
+        device = loops.attach(image)
+        await self.wait_pending(device)
+        answer = await self.sticks.enroll(device)
+        loops.detach(device)
+        for _ in range(200):
+            if not [s for s in self.sticks.observe() if s.device == device]:
+                break
+            await asyncio.sleep(0.02)
+        return answer["id"]
 
     def media_mounts(self) -> list[str]:
         return [line for line in open("/proc/self/mountinfo") if str(self.paths.media) in line]
