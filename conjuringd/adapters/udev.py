@@ -32,10 +32,8 @@ from conjuringd.config.model import UsbSettings
 from conjuringd.paths import Paths
 from conjuringd.reconcile.model import ImportOutcome, ReportFacts, StickObserved
 from conjuringd.sticks.copy import CopyLimits, TreeTooLarge
-from conjuringd.sticks.enrol import (
-    EnrolError, Enrolment, Verdict, conjuring_folder, enrolment_line, read_credential, render_not_enrolled,
-)
-from conjuringd.sticks.layout import find_entry
+from conjuringd.sticks.admission import admit, conjuring_folder, enrol_inserted, enrolment_line, render_not_enrolled
+from conjuringd.sticks.enrol import EnrolError, Enrolment, Verdict
 from conjuringd.sticks.mountinfo import needs_archive, read_mountinfo
 from conjuringd.sticks.policy import accepts, is_system_mount
 from conjuringd.sticks.report import StickReport, render_report, write_atomic
@@ -277,7 +275,7 @@ class UdevSticks:
             if conjuring is None:
                 log.info("not_a_conjuring_stick", device=info.device, label=info.label)
                 return None
-            verdict = self._admit(session, conjuring, info, usb.trust)
+            verdict = admit(self.enrolment, session, conjuring, info, usb.trust)
             if verdict.admitted and verdict.kind != "first":
                 return self._copy(session, info, usb, verdict)
         if not verdict.admitted:
@@ -294,27 +292,6 @@ class UdevSticks:
         staged, refusals = stage_custom(layout.custom, self.paths.staging, limits, self._copy_hook)
         log.info("stick_copied", device=info.device, folder=str(staged), refused=len(refusals))
         return staged, tuple(refusals), layout.home_backup is not None, verdict
-
-    def _admit(self, session: StickSession, conjuring: Path, info: StickInfo, trust: str) -> Verdict:
-        """Blocking: the enrolment verdict; the first stick on a new box is enrolled here (trust on first use)."""
-        cred = read_credential(conjuring) if trust != "any" else None
-        verdict = self.enrolment.check(cred, info.uuid, trust)
-        if verdict.kind != "first":
-            return verdict
-        try:
-            session.make_writable()
-            conjuring = conjuring_folder(session.root) or conjuring  # a FUSE remount moved things
-            stick = self.enrolment.enrol(conjuring, info.uuid, info.label, info.fstype, "first stick", only_if_first=True)
-        except (OSError, EnrolError) as exc:
-            if isinstance(exc, OSError) and exc.errno in PULLED:
-                raise
-            reason = f"first stick, but it could not be enrolled: {getattr(exc, 'strerror', None) or exc}"
-            log.warning("stick_enrol_failed", device=info.device, label=info.label, error=reason)
-            return Verdict("refused", reason)
-        if stick is None:
-            return self.enrolment.check(cred, info.uuid, trust)
-        log.warning("stick_enrolled_on_first_use", device=info.device, label=info.label, uuid=info.uuid, id=stick.id)
-        return Verdict("first", stick=stick)
 
     def _not_enrolled(self, pending: _Pending, verdict: Verdict) -> None:
         info = pending.info
@@ -390,7 +367,7 @@ class UdevSticks:
     async def enroll(self, device: str | None) -> dict:
         """Enrol the inserted stick (or the named device), then import it as a new insertion."""
         info, key, order = self._enrol_target(device)
-        stick = await self._run(self._enrol, info)
+        stick = await self._run(enrol_inserted, self.enrolment, self._mounter, info)
         self._pending[info.device] = _Pending(info, key, order=order)
         self._wake(f"stick {info.device} enrolled")
         return {"ok": True, "id": stick.id, "device": info.device, "label": stick.label, "uuid": stick.fs_uuid}
@@ -421,15 +398,6 @@ class UdevSticks:
         if wanted:
             raise EnrolError(f"{device} is not a stick this box accepts: " + ("; ".join(ignored) or "no such block device"))
         raise EnrolError("no stick is inserted (insert it, or name its device, e.g. conjuringctl enroll /dev/sdb1)")
-
-    def _enrol(self, info: StickInfo):
-        with StickSession(self._mounter, info, writable=True) as session:
-            session.make_writable()
-            conjuring = find_entry(session.root, "conjuring")
-            if conjuring is None:
-                conjuring = session.root / "conjuring"
-                conjuring.mkdir()
-            return self.enrolment.enrol(conjuring, info.uuid, info.label, info.fstype, "conjuringctl enroll")
 
     async def close(self) -> None:
         if self._loop is not None and self._monitor is not None:

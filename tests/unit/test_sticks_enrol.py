@@ -12,8 +12,9 @@ from conjuringd.config.settings import parse_settings
 from conjuringd.paths import Paths
 from conjuringd.sticks.enrol import (
     MAX_KEY_BYTES, Credential, EnrolError, Enrolment, EnrolledStick, judge, new_credential, parse_key,
-    read_credential, render_key, render_not_enrolled, token_for, write_credential,
+    read_credential, render_key, token_for, write_credential,
 )
+from conjuringd.sticks.admission import render_not_enrolled
 
 SECRET = bytes(range(32))
 UUID = "1234-ABCD"
