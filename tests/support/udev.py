@@ -97,27 +97,32 @@ def settle() -> None:
 # --- stick images -------------------------------------------------------------------
 
 
-def make_ext4_stick(image: Path, tree: Path, label: str = "CONJURING", size_mb: int = 32) -> Path:
+def make_ext4_stick(image: Path, tree: Path, label: str = "CONJURING", size_mb: int = 32, uuid: str = "") -> Path:
     image.unlink(missing_ok=True)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", label, "-d", str(tree), str(image), f"{size_mb}M"], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", *(["-U", uuid] if uuid else []), "-L", label, "-d", str(tree), str(image),
+                    f"{size_mb}M"], check=True)
     return image
+
+
+def fs_uuid(image: Path) -> str:
+    return subprocess.run(["blkid", "-s", "UUID", "-o", "value", str(image)], check=True, capture_output=True,
+                          text=True).stdout.strip()
 
 
 def rewrite_ext4_stick(image: Path, tree: Path, label: str = "CONJURING", size_mb: int = 32) -> Path:
     """The teacher edits an enrolled stick: new content, the same filesystem (UUID) and conjuring/stick.key."""
-    uuid = subprocess.run(["blkid", "-s", "UUID", "-o", "value", str(image)], check=True, capture_output=True,
-                          text=True).stdout.strip()
     (tree / "conjuring" / "stick.key").write_bytes(ext4_read(image, "/conjuring/stick.key"))
-    image.unlink()
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-U", uuid, "-L", label, "-d", str(tree), str(image), f"{size_mb}M"],
-                   check=True)
-    return image
+    return make_ext4_stick(image, tree, label, size_mb, uuid=fs_uuid(image))
 
 
-def make_fat_stick(image: Path, tree: Path, label: str = "CONJFAT", size_mb: int = 32, upper: bool = True) -> Path:
-    """A FAT image filled with mtools; `upper` stores every name in upper case (8.3 style)."""
+def make_fat_stick(image: Path, tree: Path, label: str = "CONJFAT", size_mb: int = 32, upper: bool = True,
+                   uuid: str = "") -> Path:
+    """A FAT image filled with mtools; `upper` stores every name in upper case (8.3 style);
+    `uuid` ("ABCD-1234") sets the volume serial."""
     image.unlink(missing_ok=True)
-    subprocess.run(["mkfs.vfat", "-C", "-n", label, str(image), str(size_mb * 1024)], check=True, capture_output=True)
+    serial = ["-i", uuid.replace("-", "")] if uuid else []
+    subprocess.run(["mkfs.vfat", "-C", *serial, "-n", label, str(image), str(size_mb * 1024)], check=True,
+                   capture_output=True)
     for dirpath, dirnames, filenames in os.walk(tree):
         rel = Path(dirpath).relative_to(tree)
         for name in sorted(dirnames):
