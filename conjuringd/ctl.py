@@ -188,7 +188,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         print(f"not enrolled: {answer.get('error', 'failed')}", file=sys.stderr)
         return EXIT_INVALID
     print(f"enrolled {answer['device']} ({answer.get('label') or 'no label'}, UUID {answer.get('uuid')}) "
-          f"as {answer['id']}; its configuration is applied now")
+          f"as {answer['id']}; the daemon imports its configuration now")
     return EXIT_OK
 
 

@@ -147,3 +147,19 @@ def test_usb_trust_setting():
     assert parse_settings(b"", "conjuring.toml")[0].usb.trust == "enrolled"
     _, problems = parse_settings(b'[usb]\ntrust = "everyone"\n', "conjuring.toml")
     assert len(problems) == 1 and 'should be "enrolled" or "any"' in problems[0].message
+
+
+def test_conjuringctl_sticks_table():
+    from conjuringd.ctl import format_sticks
+
+    assert "first stick inserted will be" in format_sticks([])
+    table = format_sticks([
+        {"id": "0123456789abcdef", "label": "TEACHER", "fs_uuid": UUID, "enrolled_at": "2026-12-01T10:00:00Z",
+         "last_used": "2026-12-01T11:00:00Z", "revoked_at": ""},
+        {"id": "fedcba9876543210", "label": "", "fs_uuid": "9999-9999", "enrolled_at": "2026-12-01T09:00:00Z",
+         "last_used": "", "revoked_at": "2026-12-01T12:00:00Z"},
+    ]).splitlines()
+    assert table[0].split() == ["ID", "LABEL", "FS", "UUID", "ENROLLED", "LAST", "USED", "STATE"]
+    assert table[1].split() == ["0123456789abcdef", "TEACHER", UUID, "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z",
+                                "enrolled"]
+    assert table[2].split()[-2:] == ["revoked", "2026-12-01T12:00:00Z"] and table[2].split()[1] == "-"
