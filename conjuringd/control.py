@@ -20,9 +20,10 @@ APPLY_TIMEOUT = 900.0
 
 
 class ControlServer:
-    def __init__(self, socket_path: Path, reconciler: Any):
+    def __init__(self, socket_path: Path, reconciler: Any, enrolment: Any = None):
         self.socket_path = socket_path
         self.reconciler = reconciler
+        self.enrolment = enrolment  # conjuringd.sticks.enrol.Enrolment: enroll, sticks, revoke
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -69,7 +70,31 @@ class ControlServer:
         if command == "wake":
             self.reconciler.wake("ctl: wake")
             return {"ok": True}
+        if command in ("enroll", "sticks", "revoke"):
+            return await self._sticks(command, request)
         if command == "debug-hang" and os.environ.get("CONJURINGD_DEBUG") == "1":
             self.reconciler.request_hang()
             return {"ok": True}
         return {"ok": False, "error": f"unknown command {command!r}"}
+
+    async def _sticks(self, command: str, request: dict) -> dict:
+        from dataclasses import asdict
+
+        from conjuringd.sticks.enrol import EnrolError
+
+        loop = asyncio.get_running_loop()
+        try:
+            if command == "sticks":
+                sticks = await loop.run_in_executor(None, self.enrolment.sticks)
+                return {"ok": True, "sticks": [asdict(s) for s in sticks if s.id != "-"]}
+            if command == "revoke":
+                revoked = await loop.run_in_executor(None, self.enrolment.revoke, str(request["id"]))
+                return {"ok": True, "stick": asdict(revoked)}
+            sticks = self.reconciler.adapters.sticks
+            if sticks is None or not hasattr(sticks, "enroll"):
+                return {"ok": False, "error": "this daemon does not watch USB sticks (started with --usb none)"}
+            return await sticks.enroll(request.get("device") or None)
+        except EnrolError as exc:
+            return {"ok": False, "error": str(exc)}
+        except OSError as exc:
+            return {"ok": False, "error": f"could not {command}: {exc.strerror or exc}"}

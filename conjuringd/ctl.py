@@ -218,6 +218,55 @@ def cmd_simple(command: str):
     return run
 
 
+def cmd_enroll(args: argparse.Namespace) -> int:
+    request = {"command": "enroll", "device": args.device}
+    answer = _request(_paths(args), request, timeout=120)
+    if answer is None:
+        return EXIT_UNREACHABLE
+    if not answer.get("ok"):
+        print(f"not enrolled: {answer.get('error', 'failed')}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"enrolled {answer['device']} ({answer.get('label') or 'no label'}, UUID {answer.get('uuid')}) "
+          f"as {answer['id']}; the daemon imports its configuration now")
+    return EXIT_OK
+
+
+def format_sticks(sticks: list[dict]) -> str:
+    if not sticks:
+        return "no stick was ever enrolled: the first stick inserted will be"
+    rows = [("ID", "LABEL", "FS UUID", "ENROLLED", "LAST USED", "STATE")]
+    for s in sticks:
+        state = f"revoked {s['revoked_at']}" if s.get("revoked_at") else "enrolled"
+        rows.append((s["id"], s.get("label") or "-", s.get("fs_uuid") or "-", s.get("enrolled_at") or "-",
+                     s.get("last_used") or "-", state))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1] for row in rows)
+
+
+def cmd_sticks(args: argparse.Namespace) -> int:
+    answer = _request(_paths(args), {"command": "sticks"}, timeout=30)
+    if answer is None:
+        return EXIT_UNREACHABLE
+    if not answer.get("ok"):
+        print(answer.get("error", "failed"), file=sys.stderr)
+        return EXIT_INVALID
+    sticks = answer.get("sticks", [])
+    print(json.dumps(sticks, indent=2) if args.json else format_sticks(sticks))
+    return EXIT_OK
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    answer = _request(_paths(args), {"command": "revoke", "id": args.id}, timeout=30)
+    if answer is None:
+        return EXIT_UNREACHABLE
+    if not answer.get("ok"):
+        print(answer.get("error", "failed"), file=sys.stderr)
+        return EXIT_INVALID
+    stick = answer["stick"]
+    print(f"revoked {stick['id']} ({stick.get('label') or 'no label'}, UUID {stick.get('fs_uuid')})")
+    return EXIT_OK
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     from conjuringd.backup import backup_homes
 
@@ -263,6 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_apply)
     sub.add_parser("rebuild", help="forget failed builds and try again").set_defaults(func=cmd_simple("rebuild"))
     sub.add_parser("wake", help="make the daemon re-observe now").set_defaults(func=cmd_simple("wake"))
+    p = sub.add_parser("enroll", help="enrol the inserted stick on this box (root)")
+    p.add_argument("device", nargs="?", default=None, help="the stick's device node, when several are inserted")
+    p.set_defaults(func=cmd_enroll)
+    p = sub.add_parser("sticks", help="list the sticks enrolled on this box (root)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sticks)
+    p = sub.add_parser("revoke", help="revoke one enrolled stick (root)")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_revoke)
     p = sub.add_parser("backup", help="back up student homes to a folder")
     p.add_argument("dest")
     p.add_argument("--home-dir", default=None)

@@ -22,6 +22,7 @@ from conjuringd.reconcile.execute import Adapters
 from conjuringd.reconcile.loop import Reconciler
 from conjuringd.reconcile.triggers import Heartbeat, Triggers
 from conjuringd.status import StatusBoard
+from conjuringd.sticks.enrol import Enrolment
 from conjuringd.store import SnapshotStore
 
 log = structlog.get_logger(__name__)
@@ -54,7 +55,7 @@ def seed_local_config(paths: Paths) -> None:
     log.info("seeded_local_config", source=str(paths.default_custom), path=str(paths.local_custom))
 
 
-def build_adapters(args: argparse.Namespace, paths: Paths, reconciler_settings) -> Adapters:
+def build_adapters(args: argparse.Namespace, paths: Paths, reconciler_settings, enrolment=None) -> Adapters:
     adapters = Adapters()
     if args.hub == "docker":
         from conjuringd.adapters.docker import DockerHub
@@ -67,7 +68,7 @@ def build_adapters(args: argparse.Namespace, paths: Paths, reconciler_settings) 
     if args.usb == "udev":
         from conjuringd.adapters.udev import UdevSticks
 
-        adapters.sticks = UdevSticks(paths, reconciler_settings.usb, reconciler_settings.home_dir)
+        adapters.sticks = UdevSticks(paths, reconciler_settings.usb, reconciler_settings.home_dir, enrolment=enrolment)
     return adapters
 
 
@@ -100,7 +101,8 @@ async def run(args: argparse.Namespace) -> int:
     store = SnapshotStore(paths)
     store.clean_leftovers()
     live = _LiveSettings(paths, store.machine)
-    adapters = build_adapters(args, paths, live)
+    enrolment = Enrolment(paths)  # one record of enrolled sticks, for the stick adapter and conjuringctl
+    adapters = build_adapters(args, paths, live, enrolment)
     heartbeat, triggers = Heartbeat(), Triggers()
     reconciler = Reconciler(store, adapters, status, triggers, heartbeat, hub_enabled=adapters.hub is not None)
     reconciler.machine()  # a broken machine file is reported before anything else happens
@@ -115,7 +117,7 @@ async def run(args: argparse.Namespace) -> int:
     loop.add_signal_handler(signal.SIGHUP, reconciler.wake, "reload: SIGHUP")
     watcher = ConfigWatcher(paths.config_dir)
     watcher.start(reconciler.wake)  # subscribe first ...
-    control = ControlServer(paths.wake_socket, reconciler)
+    control = ControlServer(paths.wake_socket, reconciler, enrolment)
     await control.start()
     for adapter in (adapters.network, adapters.sticks):
         if adapter is not None:

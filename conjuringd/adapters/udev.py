@@ -32,6 +32,8 @@ from conjuringd.config.model import UsbSettings
 from conjuringd.paths import Paths
 from conjuringd.reconcile.model import ImportOutcome, ReportFacts, StickObserved
 from conjuringd.sticks.copy import CopyLimits, TreeTooLarge
+from conjuringd.sticks.admission import admit, conjuring_folder, enrol_inserted, enrolment_line, render_not_enrolled
+from conjuringd.sticks.enrol import EnrolError, Enrolment, Verdict
 from conjuringd.sticks.mountinfo import needs_archive, read_mountinfo
 from conjuringd.sticks.policy import accepts, is_system_mount
 from conjuringd.sticks.report import StickReport, render_report, write_atomic
@@ -51,6 +53,7 @@ class _Pending:
     outcome: ImportOutcome | None = None
     refusals: tuple[str, ...] = ()
     backup: str = ""
+    verdict: Verdict | None = None  # whether the stick may change the box (sticks/enrol.py)
 
 
 def stick_key(props: dict) -> str:
@@ -79,12 +82,14 @@ class UdevSticks:
         home_dir: Callable[[], Path],
         *,
         copy_hook: Callable[[int], None] | None = None,
+        enrolment: Enrolment | None = None,
     ):
         self.paths = paths
         self._usb = usb_settings
         self._home_dir = home_dir
         self._copy_hook = copy_hook or debug_copy_pause()  # tests: called after each copied file
         self._mounter = Mounter(paths.media)
+        self.enrolment = enrolment or Enrolment(paths)
         self._pending: dict[str, _Pending] = {}  # by device node
         self._handled: dict[str, str] = _load_handled(paths.runtime_dir / HANDLED_FILE)  # node -> key imported
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sticks")
@@ -233,14 +238,19 @@ class UdevSticks:
             if found is None:
                 self._pending.pop(device, None)
                 return
-            staged, refusals, wants_backup = found
+            if isinstance(found, Verdict):  # not enrolled: nothing was read, nothing is given
+                self._not_enrolled(pending, found)
+                return
+            staged, refusals, wants_backup, verdict = found
             source = {"kind": "stick", "device": device, "label": pending.info.label, "uuid": pending.info.uuid}
             outcome = await self._import(importer, staged, source)
             self.counters["imported"] += 1
             backup = ""
-            if wants_backup and usb.backup:
+            if wants_backup and usb.backup and outcome.result not in ("applied", "unchanged"):
+                backup = f"backup NOT written: this stick's configuration was refused ({outcome.result.upper()})"
+            elif wants_backup and usb.backup:
                 backup = await self._run(self._backup, pending.info)
-            self._to_report(device, key, outcome, refusals, backup)
+            self._to_report(device, key, outcome, refusals, backup, verdict)
         except TreeTooLarge as exc:
             log.warning("stick_too_large", device=device, error=str(exc))
             self._to_report(device, key, ImportOutcome("invalid", message=f"configuration refused: {exc}"), (), "")
@@ -258,16 +268,38 @@ class UdevSticks:
             return ImportOutcome("failed", message=f"import failed: {exc}")
 
     def _stage(self, info: StickInfo, usb: UsbSettings):
-        """Blocking: mount, find conjuring/custom, copy it to staging, unmount."""
+        """Blocking: mount, find conjuring/custom, check enrolment, copy it to staging, unmount.
+        A Verdict back means the stick is not enrolled and nothing but conjuring/stick.key was read."""
         with StickSession(self._mounter, info) as session:
-            layout = session.layout()
-            if layout is None or layout.custom is None:
+            conjuring = conjuring_folder(session.root)
+            if conjuring is None:
                 log.info("not_a_conjuring_stick", device=info.device, label=info.label)
                 return None
-            limits = CopyLimits(usb.max_files, usb.max_bytes, fold_case=needs_archive(info.fstype))
-            staged, refusals = stage_custom(layout.custom, self.paths.staging, limits, self._copy_hook)
-            log.info("stick_copied", device=info.device, folder=str(staged), refused=len(refusals))
-            return staged, tuple(refusals), layout.home_backup is not None
+            verdict = admit(self.enrolment, session, conjuring, info, usb.trust)
+            if verdict.admitted and verdict.kind != "first":
+                return self._copy(session, info, usb, verdict)
+        if not verdict.admitted:
+            return verdict
+        with StickSession(self._mounter, info) as session:  # enrolled through a writable mount: copy from a read-only one
+            return self._copy(session, info, usb, verdict)
+
+    def _copy(self, session: StickSession, info: StickInfo, usb: UsbSettings, verdict: Verdict):
+        layout = session.layout()
+        if layout is None or layout.custom is None:
+            log.info("not_a_conjuring_stick", device=info.device, label=info.label)
+            return None
+        limits = CopyLimits(usb.max_files, usb.max_bytes, fold_case=needs_archive(info.fstype))
+        staged, refusals = stage_custom(layout.custom, self.paths.staging, limits, self._copy_hook)
+        log.info("stick_copied", device=info.device, folder=str(staged), refused=len(refusals))
+        return staged, tuple(refusals), layout.home_backup is not None, verdict
+
+    def _not_enrolled(self, pending: _Pending, verdict: Verdict) -> None:
+        info = pending.info
+        log.warning("stick_not_enrolled", device=info.device, label=info.label, uuid=info.uuid, reason=verdict.reason,
+                    message=f"this stick is not enrolled on this box: nothing imported; to enrol it run "
+                            f"'conjuringctl enroll {info.device}' as root")
+        self.counters["refused"] = self.counters.get("refused", 0) + 1
+        self._to_report(info.device, pending.key, ImportOutcome("not-enrolled"), (), "", verdict)
 
     def _backup(self, info: StickInfo) -> str:
         with StickSession(self._mounter, info) as session:
@@ -276,12 +308,14 @@ class UdevSticks:
                 return "backup NOT written: the home_backup folder is gone"
             return run_backup(session, layout.home_backup, self._home_dir())
 
-    def _to_report(self, device: str, key: str, outcome: ImportOutcome, refusals, backup: str) -> None:
+    def _to_report(self, device: str, key: str, outcome: ImportOutcome, refusals, backup: str,
+                   verdict: Verdict | None = None) -> None:
         current = self._pending.get(device)
         if current is None or current.key != key:
             log.info("stick_gone_before_report", device=device, result=outcome.result)
             return
-        self._pending[device] = replace(current, pending="report", outcome=outcome, refusals=tuple(refusals), backup=backup)
+        self._pending[device] = replace(current, pending="report", outcome=outcome, refusals=tuple(refusals),
+                                        backup=backup, verdict=verdict)
         log.info("stick_imported", device=device, result=outcome.result, config=outcome.config_hash[:12], refused=len(refusals))
 
     def _aborted(self, pending: _Pending, exc: OSError) -> None:
@@ -302,12 +336,16 @@ class UdevSticks:
             return
         self._pending.pop(device, None)
         assert pending.outcome is not None
-        text = render_report(StickReport(
-            time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            hostname=socket.gethostname(),
-            device=device, label=pending.info.label, uuid=pending.info.uuid,
-            outcome=pending.outcome, facts=report, refusals=pending.refusals, backup=pending.backup,
-        ))
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if pending.verdict is not None and not pending.verdict.admitted:
+            text = render_not_enrolled(when, socket.gethostname(), pending.info.label, pending.info.uuid, device)
+        else:
+            text = render_report(StickReport(
+                time=when, hostname=socket.gethostname(),
+                device=device, label=pending.info.label, uuid=pending.info.uuid,
+                outcome=pending.outcome, facts=report, refusals=pending.refusals, backup=pending.backup,
+                enrolment=enrolment_line(pending.verdict) if pending.verdict else "",
+            ))
         self.last_report = {"device": device, "label": pending.info.label, "result": pending.outcome.result, "written": False}
         try:
             path = await self._run(self._write, pending.info, text)
@@ -323,6 +361,43 @@ class UdevSticks:
             raise OSError(2, "the stick is gone")
         with StickSession(self._mounter, info, writable=True) as session:
             return write_report_file(session, text)
+
+    # --- enrolment asked for by conjuringctl ---------------------------------------------------
+
+    async def enroll(self, device: str | None) -> dict:
+        """Enrol the inserted stick (or the named device), then import it as a new insertion."""
+        info, key, order = self._enrol_target(device)
+        stick = await self._run(enrol_inserted, self.enrolment, self._mounter, info)
+        self._pending[info.device] = _Pending(info, key, order=order)
+        self._wake(f"stick {info.device} enrolled")
+        return {"ok": True, "id": stick.id, "device": info.device, "label": stick.label, "uuid": stick.fs_uuid}
+
+    def _enrol_target(self, device: str | None) -> tuple[StickInfo, str, tuple[int, int]]:
+        assert self._context is not None
+        wanted = os.path.realpath(device) if device else None
+        found, ignored = [], []
+        for dev in self._context.list_devices(subsystem="block"):
+            props = dict(dev.properties)
+            node = dev.device_node
+            if not node or (wanted and node != wanted):
+                continue
+            if props.get("ID_FS_USAGE") != "filesystem" or _attr(dev, "size") in ("", "0"):
+                ignored.append(f"{node}: no filesystem")
+                continue
+            verdict = self._verdict(dev, props)
+            if not verdict:
+                ignored.append(f"{node}: {verdict.reason}")
+                continue
+            info = StickInfo(node, _devno(dev), props.get("ID_FS_TYPE", ""), props.get("ID_FS_LABEL", ""),
+                             props.get("ID_FS_UUID", ""))
+            found.append((info, stick_key(props), insertion_order(props)))
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise EnrolError("several sticks are inserted; name one: " + ", ".join(f[0].device for f in found))
+        if wanted:
+            raise EnrolError(f"{device} is not a stick this box accepts: " + ("; ".join(ignored) or "no such block device"))
+        raise EnrolError("no stick is inserted (insert it, or name its device, e.g. conjuringctl enroll /dev/sdb1)")
 
     async def close(self) -> None:
         if self._loop is not None and self._monitor is not None:

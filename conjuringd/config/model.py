@@ -71,6 +71,7 @@ class UsbSettings:
     max_files: int = 20000
     max_bytes: int = 2 * 1024**3
     backup: bool = True
+    trust: str = "enrolled"  # "enrolled": only enrolled sticks (the first one on a new box is enrolled); "any"
 
 
 @dataclass(frozen=True)

@@ -293,6 +293,7 @@ _VALUE_CHECKS: dict[Path, Any] = {
     ("usb", "accept"): _accept,
     ("usb", "max_files"): _range(1),
     ("usb", "max_bytes"): _range(1),
+    ("usb", "trust"): lambda v: "" if v in ("enrolled", "any") else f'should be "enrolled" or "any", not {_toml_repr(v)}',
 }
 
 

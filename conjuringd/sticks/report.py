@@ -35,6 +35,7 @@ class StickReport:
     facts: ReportFacts | None = None
     refusals: tuple[str, ...] = ()
     backup: str = ""  # one line about the home backup, "" if none was asked for
+    enrolment: str = ""  # whether this stick is enrolled on this box (sticks/enrol.py), "" = not said
 
 
 def _section(title: str, lines: Sequence[str]) -> list[str]:
@@ -92,6 +93,7 @@ def render_report(report: StickReport) -> str:
     if outcome.message:
         lines.append(f"Message:  {outcome.message}")
     lines += _active_lines(report)
+    lines += _section("Enrolment", [report.enrolment] if report.enrolment else [])
     lines += _section("Problems", [str(p) for p in outcome.problems])
     lines += _section("Skipped files (not copied from the stick)", list(report.refusals))
     if facts is not None:

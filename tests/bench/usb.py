@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tests.bench.idle import cpu_seconds, wakeups
 from tests.support.daemon import REPO, Daemon
-from tests.support.udev import Loops, Udevd, make_ext4_stick, make_fat_stick
+from tests.support.udev import Loops, Udevd, ext4_read, fat_read, fs_uuid, make_ext4_stick, make_fat_stick
 
 
 def log_time(event: dict) -> float:
@@ -63,10 +63,16 @@ def measure_imports(root: Path, runs: int, fs: str) -> None:
             shutil.copytree(REPO / "custom", tree / "conjuring" / "custom")
             with open(tree / "conjuring" / "custom" / "users.csv", "a") as f:
                 f.write(f"bench{i},pw-{i:06d}x,\n")
+            uuid = ""
+            if i:  # the teacher's one stick, edited between runs: same filesystem UUID and stick.key as run 0
+                uuid = fs_uuid(first)
+                key = ext4_read(first, "/conjuring/stick.key") if fs == "ext4" else fat_read(first, "conjuring/stick.key")
+                (tree / "conjuring" / "stick.key").write_bytes(key)
             if fs == "ext4":
-                image = make_ext4_stick(root / f"usb-{fs}{i}.img", tree, size_mb=16)
+                image = make_ext4_stick(root / f"usb-{fs}{i}.img", tree, size_mb=16, uuid=uuid)
             else:  # names as a desktop writes them (long names keep their case)
-                image = make_fat_stick(root / f"usb-{fs}{i}.img", tree, size_mb=16, upper=False)
+                image = make_fat_stick(root / f"usb-{fs}{i}.img", tree, size_mb=16, upper=False, uuid=uuid)
+            first = first if i else image  # run 0 is enrolled on first use
             before = json.loads((daemon.state_dir / "state.json").read_text()).get("active")
             t0 = time.time()
             device = loops.attach(image)

@@ -143,6 +143,7 @@ async def test_invalid_users_csv_report_lists_problems(harness, tmp_path, loops)
 async def test_read_only_stick_report_is_dropped(harness, tmp_path, loops):
     await harness.sticks.start(harness.wakes.append)
     image = make_ext4_stick(tmp_path / "usb-a.img", stick_tree(tmp_path / "tree"))
+    await harness.enrol(loops, image)  # a read-only stick cannot take a credential: enrol it while writable
     device = loops.attach(image, read_only=True)
     with capture_logs() as logs:
         await harness.import_and_report(device)

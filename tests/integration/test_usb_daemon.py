@@ -10,7 +10,9 @@ import pytest
 
 from conjuringd.store import config_digest
 from tests.support.daemon import REPO, Daemon
-from tests.support.udev import ext4_read, fat_read, kill_fuse_for, loops, make_ext4_stick, make_fat_stick, settle, udevd
+from tests.support.udev import (
+    ext4_read, fat_read, kill_fuse_for, loops, make_ext4_stick, make_fat_stick, rewrite_ext4_stick, settle, udevd,
+)
 
 pytestmark = pytest.mark.udev
 __all__ = ["loops", "udevd"]
@@ -50,6 +52,16 @@ def wait_active(daemon: Daemon, config_hash: str, timeout: float = 30) -> None:
     raise AssertionError(f"{config_hash[:12]} never active:\n{daemon.log_path.read_text()[-4000:]}")
 
 
+def enrol_when_refused(daemon: Daemon, device: str) -> None:
+    """A stick the box does not know yet was inserted: wait for its refusal, then `conjuringctl enroll` it."""
+    refused = len(daemon.events("stick_not_enrolled"))
+    daemon.wait_event("stick_not_enrolled", count=refused + 1, timeout=30)
+    assert daemon.events("stick_not_enrolled")[-1]["device"] == device
+    result = daemon.ctl("enroll", device)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"enrolled {device}" in result.stdout
+
+
 def test_ext4_stick_attach_edit_reattach_unchanged(daemon, tmp_path, loops):
     daemon.start()
     daemon.wait_event("ready")
@@ -65,10 +77,11 @@ def test_ext4_stick_attach_edit_reattach_unchanged(daemon, tmp_path, loops):
     assert "stick" in str(daemon.status().get("active_source")).lower()
     daemon.wait_event("report_written", count=1)
     loops.detach(device)
-    assert "APPLIED" in ext4_read(image, "/conjuring/REPORT.txt").decode()
+    first_report = ext4_read(image, "/conjuring/REPORT.txt").decode()
+    assert "APPLIED" in first_report and "the box ENROLLED it" in first_report
 
     tree = stick_tree(tmp_path / "t", "stickuser,pw-123456,\nsecond,pw-654321,yes\n")
-    make_ext4_stick(image, tree)
+    rewrite_ext4_stick(image, tree)  # the teacher edits the stick: same filesystem, same stick.key
     device = loops.attach(image)
     second = config_digest(tree / "conjuring" / "custom")
     wait_active(daemon, second)
@@ -139,9 +152,17 @@ def test_two_sticks_at_once_the_later_wins_and_both_reports_say_so(daemon, tmp_p
     tree_b = stick_tree(tmp_path / "b", "from_b,pw-123456,\n")
     image_a = make_ext4_stick(tmp_path / "usb-a.img", tree_a, label="STICK_A")
     image_b = make_ext4_stick(tmp_path / "usb-b.img", tree_b, label="STICK_B")
+    dev_a = loops.attach(image_a)  # the first stick on this box: enrolled on first use
+    daemon.wait_event("report_written", count=1, timeout=30)
+    loops.detach(dev_a)
+    dev_b = loops.attach(image_b)  # the second: refused, then enrolled with conjuringctl
+    enrol_when_refused(daemon, dev_b)
+    daemon.wait_event("report_written", count=3, timeout=30)
+    loops.detach(dev_b)
+    assert daemon.state()["active"] == config_digest(tree_b / "conjuring" / "custom")
     dev_a = loops.attach(image_a)
     dev_b = loops.attach(image_b)
-    daemon.wait_event("report_written", count=2, timeout=30)
+    daemon.wait_event("report_written", count=5, timeout=30)
     loops.detach(dev_a)
     loops.detach(dev_b)
     later = config_digest(tree_b / "conjuring" / "custom")
@@ -183,6 +204,7 @@ def test_stick_pulled_mid_copy_keeps_config_and_daemon(tmp_path, udevd, loops):
         # and it still takes the next stick
         tree = stick_tree(tmp_path / "t2", "after,pw-123456,\n")
         device = loops.attach(make_ext4_stick(tmp_path / "usb-n.img", tree))
+        enrol_when_refused(daemon, device)  # the pulled stick was the first, and was enrolled
         wait_active(daemon, config_digest(tree / "conjuring" / "custom"))
     finally:
         daemon.close()

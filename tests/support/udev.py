@@ -97,16 +97,32 @@ def settle() -> None:
 # --- stick images -------------------------------------------------------------------
 
 
-def make_ext4_stick(image: Path, tree: Path, label: str = "CONJURING", size_mb: int = 32) -> Path:
+def make_ext4_stick(image: Path, tree: Path, label: str = "CONJURING", size_mb: int = 32, uuid: str = "") -> Path:
     image.unlink(missing_ok=True)
-    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", label, "-d", str(tree), str(image), f"{size_mb}M"], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", *(["-U", uuid] if uuid else []), "-L", label, "-d", str(tree), str(image),
+                    f"{size_mb}M"], check=True)
     return image
 
 
-def make_fat_stick(image: Path, tree: Path, label: str = "CONJFAT", size_mb: int = 32, upper: bool = True) -> Path:
-    """A FAT image filled with mtools; `upper` stores every name in upper case (8.3 style)."""
+def fs_uuid(image: Path) -> str:
+    return subprocess.run(["blkid", "-s", "UUID", "-o", "value", str(image)], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def rewrite_ext4_stick(image: Path, tree: Path, label: str = "CONJURING", size_mb: int = 32) -> Path:
+    """The teacher edits an enrolled stick: new content, the same filesystem (UUID) and conjuring/stick.key."""
+    (tree / "conjuring" / "stick.key").write_bytes(ext4_read(image, "/conjuring/stick.key"))
+    return make_ext4_stick(image, tree, label, size_mb, uuid=fs_uuid(image))
+
+
+def make_fat_stick(image: Path, tree: Path, label: str = "CONJFAT", size_mb: int = 32, upper: bool = True,
+                   uuid: str = "") -> Path:
+    """A FAT image filled with mtools; `upper` stores every name in upper case (8.3 style);
+    `uuid` ("ABCD-1234") sets the volume serial."""
     image.unlink(missing_ok=True)
-    subprocess.run(["mkfs.vfat", "-C", "-n", label, str(image), str(size_mb * 1024)], check=True, capture_output=True)
+    serial = ["-i", uuid.replace("-", "")] if uuid else []
+    subprocess.run(["mkfs.vfat", "-C", *serial, "-n", label, str(image), str(size_mb * 1024)], check=True,
+                   capture_output=True)
     for dirpath, dirnames, filenames in os.walk(tree):
         rel = Path(dirpath).relative_to(tree)
         for name in sorted(dirnames):
@@ -238,6 +254,18 @@ class Harness:
         await self.sticks.write_report(device, stick.key, facts)
         assert [s for s in self.sticks.observe() if s.device == device] == []
         return stick.key
+
+    async def enrol(self, loops: "Loops", image: Path) -> str:
+        """Enrol a stick the way `conjuringctl enroll` does (the adapter's enroll), then pull it; returns its id."""
+        device = loops.attach(image)
+        await self.wait_pending(device)
+        answer = await self.sticks.enroll(device)
+        loops.detach(device)
+        for _ in range(200):
+            if not [s for s in self.sticks.observe() if s.device == device]:
+                break
+            await asyncio.sleep(0.02)
+        return answer["id"]
 
     def media_mounts(self) -> list[str]:
         return [line for line in open("/proc/self/mountinfo") if str(self.paths.media) in line]

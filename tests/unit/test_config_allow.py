@@ -40,7 +40,8 @@ def _toml_value(value) -> str:
 
 @pytest.mark.parametrize("path", sorted(MACHINE_KEYS), ids=lambda p: ".".join(p))
 def test_a_folder_setting_a_machine_only_key_gets_a_warning_and_no_effect(path):
-    value = {"accept": '["any"]', "max_files": "1", "max_bytes": "1", "enabled": "false", "backup": "false"}.get(
+    value = {"accept": '["any"]', "max_files": "1", "max_bytes": "1", "enabled": "false", "backup": "false",
+             "trust": "\"any\"", "max_file_bytes": "1"}.get(
         path[-1], _toml_value(dict(all_keys())[path]))
     text = f"[{'.'.join(path[:-1])}]\n{path[-1]} = {value}\n"
     machine_view, _ = parse_settings(text.encode(), FILE, machine=True)
