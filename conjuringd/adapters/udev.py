@@ -264,7 +264,8 @@ class UdevSticks:
             if layout is None or layout.custom is None:
                 log.info("not_a_conjuring_stick", device=info.device, label=info.label)
                 return None
-            limits = CopyLimits(usb.max_files, usb.max_bytes, fold_case=needs_archive(info.fstype))
+            limits = CopyLimits(usb.max_files, usb.max_bytes, fold_case=needs_archive(info.fstype),
+                                max_file_bytes=usb.max_file_bytes)
             staged, refusals = stage_custom(layout.custom, self.paths.staging, limits, self._copy_hook)
             log.info("stick_copied", device=info.device, folder=str(staged), refused=len(refusals))
             return staged, tuple(refusals), layout.home_backup is not None

@@ -252,6 +252,7 @@ _VALUE_CHECKS: dict[Path, Any] = {
     ("usb", "accept"): _accept,
     ("usb", "max_files"): _range(1),
     ("usb", "max_bytes"): _range(1),
+    ("usb", "max_file_bytes"): _range(1),
 }
 
 
