@@ -18,7 +18,6 @@ import os
 import shutil
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -35,7 +34,8 @@ from conjuringd.sticks.copy import CopyLimits, TreeTooLarge
 from conjuringd.sticks.mountinfo import needs_archive, read_mountinfo
 from conjuringd.sticks.policy import accepts, is_system_mount
 from conjuringd.sticks.report import StickReport, render_report, write_atomic
-from conjuringd.sticks.session import PULLED, StickInfo, StickSession, device_present, run_backup, stage_custom, write_report_file
+from conjuringd.sticks.session import StickInfo, StickSession, device_present, run_backup, stage_custom, write_report_file
+from conjuringd.sticks.worker import StickStuck, StickWorker
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +51,26 @@ class _Pending:
     outcome: ImportOutcome | None = None
     refusals: tuple[str, ...] = ()
     backup: str = ""
+
+
+@dataclass(frozen=True)
+class StickDeadlines:
+    """Seconds one step on a stick may take before the stick is abandoned (all within the
+    reconciler's own 900 s for an import)."""
+
+    stage: float = 300  # mount and copy conjuring/custom (2 GiB at 10 MB/s is 200 s)
+    backup: float = 480
+    report: float = 60
+    other: float = 120
+
+    @classmethod
+    def from_env(cls) -> "StickDeadlines":
+        """CONJURINGD_DEBUG=1 and CONJURINGD_DEBUG_STICK_DEADLINE=SECONDS: every deadline that long (tests)."""
+        spec = os.environ.get("CONJURINGD_DEBUG_STICK_DEADLINE", "")
+        if os.environ.get("CONJURINGD_DEBUG") != "1" or not spec:
+            return cls()
+        seconds = float(spec)
+        return cls(seconds, seconds, seconds, seconds)
 
 
 def stick_key(props: dict) -> str:
@@ -79,6 +99,7 @@ class UdevSticks:
         home_dir: Callable[[], Path],
         *,
         copy_hook: Callable[[int], None] | None = None,
+        deadlines: StickDeadlines | None = None,
     ):
         self.paths = paths
         self._usb = usb_settings
@@ -87,12 +108,13 @@ class UdevSticks:
         self._mounter = Mounter(paths.media)
         self._pending: dict[str, _Pending] = {}  # by device node
         self._handled: dict[str, str] = _load_handled(paths.runtime_dir / HANDLED_FILE)  # node -> key imported
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sticks")
+        self._deadlines = deadlines or StickDeadlines.from_env()
+        self._worker = StickWorker(self._mounter.abandon)
         self._context: pyudev.Context | None = None
         self._monitor: pyudev.Monitor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: Wake = lambda reason: None
-        self.counters = {"seen": 0, "imported": 0, "reports": 0, "aborted": 0}
+        self.counters = {"seen": 0, "imported": 0, "reports": 0, "aborted": 0, "failed": 0, "abandoned": 0}
         self.last_report: dict = {}
 
     # --- events -------------------------------------------------------------------
@@ -211,7 +233,10 @@ class UdevSticks:
     # --- work the reconciler asks for ----------------------------------------------------
 
     async def _run(self, func, *args, **kwargs):
-        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(func, *args, **kwargs))
+        """Run a blocking step in the stick worker, within that step's deadline."""
+        d = self._deadlines
+        deadline = {self._stage: d.stage, self._backup: d.backup, self._write: d.report}.get(func, d.other)
+        return await self._worker.run(deadline, functools.partial(func, *args, **kwargs))
 
     def _current(self, device: str, key: str, want: str) -> _Pending | None:
         pending = self._pending.get(device)
@@ -239,16 +264,19 @@ class UdevSticks:
             self.counters["imported"] += 1
             backup = ""
             if wants_backup and usb.backup:
-                backup = await self._run(self._backup, pending.info)
+                backup = await self._backup_line(pending.info)
             self._to_report(device, key, outcome, refusals, backup)
         except TreeTooLarge as exc:
-            log.warning("stick_too_large", device=device, error=str(exc))
-            self._to_report(device, key, ImportOutcome("invalid", message=f"configuration refused: {exc}"), (), "")
+            self._too_large(pending, exc)
+        except StickStuck as exc:
+            self._stuck(pending, exc)
         except OSError as exc:
             self._aborted(pending, exc)
+        except Exception as exc:  # noqa: BLE001 - one stick's unexpected failure is that stick's report
+            self._failed(pending, exc)
         finally:
             if staged is not None:
-                await self._run(shutil.rmtree, staged.parent, True)
+                await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, staged.parent, True)  # ours, not the stick's
 
     async def _import(self, importer: Importer, staged: Path, source: dict) -> ImportOutcome:
         try:
@@ -270,6 +298,17 @@ class UdevSticks:
             log.info("stick_copied", device=info.device, folder=str(staged), refused=len(refusals))
             return staged, tuple(refusals), layout.home_backup is not None
 
+    async def _backup_line(self, info: StickInfo) -> str:
+        """The backup's line in the report; its failure never loses the import's outcome."""
+        try:
+            return await self._run(self._backup, info)
+        except StickStuck as exc:
+            self.counters["abandoned"] += 1
+            return f"backup NOT written: {exc}"
+        except Exception as exc:  # noqa: BLE001 - reported on the stick, in the journal with its traceback
+            log.exception("backup_failed_unexpectedly", device=info.device)
+            return f"backup NOT written: unexpected error: {_describe(exc)}"
+
     def _backup(self, info: StickInfo) -> str:
         with StickSession(self._mounter, info) as session:
             layout = session.layout()
@@ -290,12 +329,31 @@ class UdevSticks:
         device = pending.info.device
         present = device_present(device, pending.info.dev)
         log.warning("stick_import_aborted", device=device, error=exc.strerror or str(exc), errno=exc.errno,
-                    pulled=exc.errno in PULLED, present=present)
-        if present and exc.errno not in PULLED:
-            message = f"could not read the stick: {exc.strerror or exc}"
+                    file=exc.filename, present=present)
+        if present:  # not pulled: whatever went wrong, the stick is told
+            where = f" ({os.fsdecode(exc.filename)})" if exc.filename else ""
+            message = f"could not read the stick: {exc.strerror or exc}{where}"
             self._to_report(device, pending.key, ImportOutcome("failed", message=message), (), "")
         else:
             self._pending.pop(device, None)
+
+    def _too_large(self, pending: _Pending, exc: TreeTooLarge) -> None:
+        log.warning("stick_too_large", device=pending.info.device, error=str(exc), refused=len(exc.refusals))
+        outcome = ImportOutcome("invalid", message=f"configuration refused, nothing imported: {exc}")
+        self._to_report(pending.info.device, pending.key, outcome, tuple(str(r) for r in exc.refusals), "")
+
+    def _stuck(self, pending: _Pending, exc: StickStuck) -> None:
+        self.counters["abandoned"] += 1
+        log.error("stick_abandoned", device=pending.info.device, label=pending.info.label, error=str(exc))
+        self._to_report(pending.info.device, pending.key, ImportOutcome("failed", message=str(exc)), (), "")
+
+    def _failed(self, pending: _Pending, exc: Exception) -> None:
+        """Anything unforeseen: the stick gets a FAILED report, the journal the traceback; the
+        reconciler goes on with the hub."""
+        self.counters["failed"] += 1
+        log.exception("stick_failed_unexpectedly", device=pending.info.device, label=pending.info.label)
+        message = f"unexpected error while reading the stick: {_describe(exc)} (nothing was imported)"
+        self._to_report(pending.info.device, pending.key, ImportOutcome("failed", message=message), (), "")
 
     async def write_report(self, device: str, key: str, report: ReportFacts) -> None:
         pending = self._current(device, key, "report")
@@ -312,8 +370,11 @@ class UdevSticks:
         self.last_report = {"device": device, "label": pending.info.label, "result": pending.outcome.result, "written": False}
         try:
             path = await self._run(self._write, pending.info, text)
-        except OSError as exc:
-            log.warning("report_not_written", device=device, error=exc.strerror or str(exc))
+        except (OSError, StickStuck) as exc:
+            log.warning("report_not_written", device=device, error=getattr(exc, "strerror", None) or str(exc))
+            return
+        except Exception:  # noqa: BLE001 - the report is lost, the daemon goes on
+            log.exception("report_not_written", device=device)
             return
         self.counters["reports"] += 1
         self.last_report["written"] = True
@@ -329,7 +390,12 @@ class UdevSticks:
         if self._loop is not None and self._monitor is not None:
             self._loop.remove_reader(self._monitor.fileno())
         self._monitor = None
-        self._executor.shutdown(wait=True)
+        self._worker.close()  # never waits for a stuck stick
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _load_handled(path: Path) -> dict[str, str]:

@@ -1,5 +1,6 @@
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -234,8 +235,19 @@ def deep_tree(root: Path, depth: int) -> None:
     os.close(fd)
 
 
-def test_deep_tree_is_walked_iteratively_and_cut_at_the_depth_limit(tmp_path):
+def remove_deep(root: Path) -> None:
+    """rm -r for a tree deeper than shutil.rmtree (recursive in Python 3.11) can remove."""
+    subprocess.run(["rm", "-rf", str(root)], check=True)
+
+
+@pytest.fixture
+def deep_src(tmp_path):
     deep_tree(tmp_path / "src", 1500)  # the recursive walk raised RecursionError at about 1000
+    yield tmp_path / "src"
+    remove_deep(tmp_path / "src")
+
+
+def test_deep_tree_is_walked_iteratively_and_cut_at_the_depth_limit(tmp_path, deep_src):
     refusals = safe_copy(tmp_path / "src", tmp_path / "dst", CopyLimits(max_depth=64))
     assert len(refusals) == 1 and refusals[0].path == "/".join(["d"] * 65)
     assert "nested more than 64 levels deep" in refusals[0].reason
