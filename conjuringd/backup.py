@@ -309,17 +309,19 @@ def safe_entries(manifest: Manifest, home_dir: Path, owners: Mapping[str, int]) 
     problems = list(manifest.problems)
     kept = []
     resolved: dict[str, tuple[int, int] | str] = {}
+    homeless: dict[str, int] = {}
     for entry in manifest.entries.values():
         home = PurePosixPath(entry.path).parts[0]
         owner = resolved.setdefault(home, _owner(home_dir, home, owners))
         if isinstance(owner, str):
-            problems.append(f"{entry.path}: {owner}: skipped")
+            homeless[home] = homeless.get(home, 0) + 1
         elif entry.kind == "file" and not entry.sha256:
             problems.append(f"{entry.path}: the backup records no checksum for it: skipped")
         elif entry.kind == "file" and entry.archive == "" and manifest.mode == "archive":
             problems.append(f"{entry.path}: the backup does not say which archive holds it: skipped")
         else:
             kept.append(replace(entry, uid=owner[0], gid=owner[1], mode=entry.mode & 0o777))
+    problems += [f"{home}/ ({count} entries): {resolved[home]}: skipped" for home, count in sorted(homeless.items())]
     return kept, problems
 
 

@@ -235,8 +235,9 @@ class UdevSticks:
     async def _run(self, func, *args, **kwargs):
         """Run a blocking step in the stick worker, within that step's deadline."""
         d = self._deadlines
-        deadline = {self._stage: d.stage, self._backup: d.backup, self._write: d.report}.get(func, d.other)
-        return await self._worker.run(deadline, functools.partial(func, *args, **kwargs))
+        deadline, name = {self._stage: (d.stage, "copying the configuration"), self._backup: (d.backup, "the home backup"),
+                          self._write: (d.report, "writing the report")}.get(func, (d.other, "a stick operation"))
+        return await self._worker.run(deadline, functools.partial(func, *args, **kwargs), name=name)
 
     def _current(self, device: str, key: str, want: str) -> _Pending | None:
         pending = self._pending.get(device)

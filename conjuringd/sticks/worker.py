@@ -33,19 +33,19 @@ class StickWorker:
         self._lock: asyncio.Lock | None = None
         self.running: str = ""  # name of the operation in progress, "" when idle
 
-    async def run(self, deadline: float, func: Callable[..., Any], *args: Any) -> Any:
+    async def run(self, deadline: float, func: Callable[..., Any], *args: Any, name: str = "a stick operation") -> Any:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             loop = asyncio.get_running_loop()
             future: asyncio.Future = loop.create_future()
-            name = getattr(func, "__name__", "stick operation").strip("_")
-            thread = threading.Thread(target=_call, args=(loop, future, func, args), name=f"stick-{name}", daemon=True)
+            thread = threading.Thread(target=_call, args=(loop, future, func, args), name="stick-worker", daemon=True)
             self.running = name
             thread.start()
             try:
                 return await asyncio.wait_for(asyncio.shield(future), deadline)
             except asyncio.TimeoutError:
+                future.cancel()  # what the thread hands back later is dropped
                 log.warning("stick_operation_stuck", operation=name, deadline=deadline)
                 self._abandon()
                 raise StickStuck(f"the stick stopped answering: {name} did not finish within {deadline:.0f} s, "

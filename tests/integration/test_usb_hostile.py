@@ -29,9 +29,9 @@ async def test_links_fifo_and_sparse_file_are_refused_and_reported(tmp_path, ude
     (shared / "etc").symlink_to("/etc")
     os.mkfifo(shared / "pipe")
     with open(shared / "huge.bin", "wb") as f:
-        f.truncate(2 * 10**9)
+        f.truncate(2 * 1024**3)  # exactly the default total limit: it used to refuse the whole stick, naming nothing else
     image = make_ext4_stick(tmp_path / "usb-h.img", tree, size_mb=64)
-    h = Harness(tmp_path / "h", usb=UsbSettings(accept=("loop",), max_bytes=2**30))
+    h = Harness(tmp_path / "h", usb=UsbSettings(accept=("loop",)))  # the shipped limits
     await h.sticks.start(h.wakes.append)
     try:
         device = loops.attach(image)
@@ -49,7 +49,37 @@ async def test_links_fifo_and_sparse_file_are_refused_and_reported(tmp_path, ude
     assert f"shared/passwords: symbolic link to '{secret}'" in report
     assert "shared/etc: symbolic link to '/etc'" in report
     assert "shared/pipe: named pipe (FIFO) skipped" in report
-    assert "shared/huge.bin: 2000000000 bytes, more than the limit" in report
+    assert ("shared/huge.bin: 2147483648 bytes (0 bytes on disk: a sparse file), more than the limit for one file "
+            "of 1073741824 bytes ([usb] max_file_bytes): skipped") in report
+    assert "APPLIED" in report
+
+
+async def test_over_the_total_limit_the_report_lists_every_refused_entry(tmp_path, udevd, loops):
+    """Refused for size only when what would be imported is over the limit, and then every refused
+    entry is still named, so the teacher knows what to remove."""
+    tree = stick_tree(tmp_path / "tree")
+    shared = tree / "conjuring/custom/shared"
+    (shared / "passwords").symlink_to("/etc/shadow")
+    (shared / "etc").symlink_to("/etc")
+    os.mkfifo(shared / "pipe")
+    for i in range(3):
+        (shared / f"video{i}.bin").write_bytes(os.urandom(3 * 2**20))
+    image = make_ext4_stick(tmp_path / "usb-t.img", tree, size_mb=64)
+    h = Harness(tmp_path / "h", usb=UsbSettings(accept=("loop",), max_bytes=8 * 2**20, max_file_bytes=4 * 2**20))
+    await h.sticks.start(h.wakes.append)
+    try:
+        device = loops.attach(image)
+        await h.import_and_report(device)
+        loops.detach(device)
+    finally:
+        await h.sticks.close()
+    assert h.store.state.read().active == "", "nothing is imported"
+    report = ext4_read(image, "/conjuring/REPORT.txt").decode()
+    assert "INVALID" in report and "configuration refused, nothing imported: " in report
+    assert "bytes would be imported, more than the limit of 8388608 ([usb] max_bytes)" in report
+    for line in ("shared/passwords: symbolic link to '/etc/shadow'", "shared/etc: symbolic link to '/etc'",
+                 "shared/pipe: named pipe (FIFO) skipped"):
+        assert line in report
 
 
 async def test_stick_pulled_mid_copy_keeps_previous_config(tmp_path, udevd, loops):

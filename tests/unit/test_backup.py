@@ -138,6 +138,7 @@ def test_restore_never_writes_through_a_symlink_in_the_homes(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
     (tmp_path / "target/alice").mkdir(parents=True)
+    os.chown(tmp_path / "target/alice", 1001, 1001)
     (tmp_path / "target/alice/work").symlink_to(outside)  # a student's trap
     result = restore_homes(tmp_path / "b", tmp_path / "target")
     assert any(p.startswith("alice/work/plot.ipynb") for p in result.problems)
@@ -240,8 +241,8 @@ def test_restore_refuses_a_home_owned_by_root_or_unknown(tmp_path):
     (tmp_path / "homes/root").mkdir(parents=True)  # owned by root, as the test runs
     result = restore_homes(src, tmp_path / "homes")
     assert result.restored == ()
-    assert "root/x: the home 'root' on this box belongs to root: skipped" in result.problems
-    assert "ghost/x: no home 'ghost' on this box and no known student of that name: skipped" in result.problems
+    assert "root/ (1 entries): the home 'root' on this box belongs to root: skipped" in result.problems
+    assert "ghost/ (1 entries): no home 'ghost' on this box and no known student of that name: skipped" in result.problems
     assert not (tmp_path / "homes/ghost").exists()
 
 
