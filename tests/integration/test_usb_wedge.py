@@ -190,3 +190,33 @@ async def test_a_stick_that_stops_answering_is_abandoned_at_the_deadline(tmp_pat
         await next_stick_is_handled(h, loops, tmp_path)
     finally:
         await h.sticks.close()
+
+
+async def test_an_unforeseen_error_is_that_sticks_failed_report_and_the_next_stick_is_handled(tmp_path, udevd, loops, monkeypatch):
+    """Fault injection: whatever a stick makes go wrong (here a KeyError from deep inside the copy),
+    it no longer escapes the adapter and leaves the stick pending for ever."""
+    from conjuringd.adapters import udev as udev_mod
+    real = udev_mod.stage_custom
+    calls = []
+
+    def broken_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("what nobody foresaw")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(udev_mod, "stage_custom", broken_once)
+    image = make_ext4_stick(tmp_path / "usb-odd.img", stick_tree(tmp_path / "tree"))
+    h = Harness(tmp_path / "h")
+    await h.sticks.start(h.wakes.append)
+    try:
+        device = loops.attach(image)
+        await handle(h, device)
+        loops.detach(device)
+        report = ext4_read(image, "/conjuring/REPORT.txt").decode()
+        assert "FAILED" in report
+        assert "unexpected error while reading the stick: KeyError: 'what nobody foresaw' (nothing was imported)" in report
+        assert h.sticks.counters["failed"] == 1 and h.media_mounts() == []
+        await next_stick_is_handled(h, loops, tmp_path)
+    finally:
+        await h.sticks.close()
