@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from conjuringd.config.model import UsbSettings
-from tests.support.udev import REPO, Harness, stick_tree, ext4_read, kill_fuse_for, loops, make_ext4_stick, make_fat_stick, udevd
+from tests.support.udev import REPO, Harness, stick_tree, ext4_read, fat_read, kill_fuse_for, loops, make_ext4_stick, make_fat_stick, udevd
 
 pytestmark = pytest.mark.udev
 __all__ = ["loops", "udevd"]
@@ -114,3 +115,26 @@ async def test_stick_pulled_mid_copy_keeps_previous_config(tmp_path, udevd, loop
         assert tree_bytes(h.paths.configs / previous.config_hash) == before
     finally:
         await h.sticks.close()
+
+
+async def test_fat_stick_with_one_file_too_big_applies_the_rest(tmp_path, udevd, loops):
+    """FAT keeps no holes, so a 2 GiB file would need a 2 GiB image: the same rule with a 3 MiB file
+    over a 2 MiB per-file limit (the ext4 test above uses the shipped limits)."""
+    tree = stick_tree(tmp_path / "tree")
+    (tree / "conjuring/custom/shared/lecture.mp4").write_bytes(os.urandom(3 * 2**20))
+    image = make_fat_stick(tmp_path / "usb-big.img", tree, size_mb=16, upper=False)
+    h = Harness(tmp_path / "h", usb=UsbSettings(accept=("loop",), max_file_bytes=2 * 2**20))
+    await h.sticks.start(h.wakes.append)
+    try:
+        device = loops.attach(image)
+        await h.import_and_report(device)
+        loops.detach(device)
+    finally:
+        await h.sticks.close()
+    active = h.store.state.read().active
+    assert active and sorted(os.listdir(h.paths.configs / active / "shared")) == ["welcome.ipynb"]
+    report = fat_read(image, "conjuring/REPORT.txt").decode()
+    assert "APPLIED" in report
+    # fusefat shows 8.3 names in upper case, and the file takes whole clusters
+    assert re.search(r"shared/lecture\.mp4: \d+ bytes on disk \(3145728 bytes long\), more than the limit for one file "
+                     r"of 2097152 bytes \(\[usb\] max_file_bytes\): skipped", report, re.IGNORECASE), report
