@@ -130,7 +130,18 @@ class Mounter:
         driver = kernel_type(fstype, kernel_filesystems())
         if driver:
             flags = SAFE_FLAGS | (MS_RDONLY if read_only else 0)
-            sys_mount(device, target, driver, flags, KERNEL_DATA.get(fstype, ""))
+            try:
+                sys_mount(device, target, driver, flags, KERNEL_DATA.get(fstype, ""))
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or read_only:
+                    raise
+                # still mounted read-only by a thread we abandoned: share that mount, then make it writable
+                sys_mount(device, target, driver, flags | MS_RDONLY, KERNEL_DATA.get(fstype, ""))
+                try:
+                    sys_mount(None, target, None, MS_REMOUNT | SAFE_FLAGS)
+                except OSError:
+                    sys_umount(target, MNT_DETACH)
+                    raise
             return self._track(Mounted(device, target, fstype, True, read_only))
         return self._mount_fuse(device, fstype, target, read_only)
 

@@ -35,7 +35,7 @@ from conjuringd.sticks.mountinfo import needs_archive, read_mountinfo
 from conjuringd.sticks.policy import accepts, is_system_mount
 from conjuringd.sticks.report import StickReport, render_report, write_atomic
 from conjuringd.sticks.session import StickInfo, StickSession, device_present, run_backup, stage_custom, write_report_file
-from conjuringd.sticks.worker import StickStuck, StickWorker
+from conjuringd.sticks.worker import StickDeadlines, StickStuck, StickWorker, describe
 
 log = structlog.get_logger(__name__)
 
@@ -51,26 +51,6 @@ class _Pending:
     outcome: ImportOutcome | None = None
     refusals: tuple[str, ...] = ()
     backup: str = ""
-
-
-@dataclass(frozen=True)
-class StickDeadlines:
-    """Seconds one step on a stick may take before the stick is abandoned (all within the
-    reconciler's own 900 s for an import)."""
-
-    stage: float = 300  # mount and copy conjuring/custom (2 GiB at 10 MB/s is 200 s)
-    backup: float = 480
-    report: float = 60
-    other: float = 120
-
-    @classmethod
-    def from_env(cls) -> "StickDeadlines":
-        """CONJURINGD_DEBUG=1 and CONJURINGD_DEBUG_STICK_DEADLINE=SECONDS: every deadline that long (tests)."""
-        spec = os.environ.get("CONJURINGD_DEBUG_STICK_DEADLINE", "")
-        if os.environ.get("CONJURINGD_DEBUG") != "1" or not spec:
-            return cls()
-        seconds = float(spec)
-        return cls(seconds, seconds, seconds, seconds)
 
 
 def stick_key(props: dict) -> str:
@@ -308,7 +288,7 @@ class UdevSticks:
             return f"backup NOT written: {exc}"
         except Exception as exc:  # noqa: BLE001 - reported on the stick, in the journal with its traceback
             log.exception("backup_failed_unexpectedly", device=info.device)
-            return f"backup NOT written: unexpected error: {_describe(exc)}"
+            return f"backup NOT written: unexpected error: {describe(exc)}"
 
     def _backup(self, info: StickInfo) -> str:
         with StickSession(self._mounter, info) as session:
@@ -353,7 +333,7 @@ class UdevSticks:
         reconciler goes on with the hub."""
         self.counters["failed"] += 1
         log.exception("stick_failed_unexpectedly", device=pending.info.device, label=pending.info.label)
-        message = f"unexpected error while reading the stick: {_describe(exc)} (nothing was imported)"
+        message = f"unexpected error while reading the stick: {describe(exc)} (nothing was imported)"
         self._to_report(pending.info.device, pending.key, ImportOutcome("failed", message=message), (), "")
 
     async def write_report(self, device: str, key: str, report: ReportFacts) -> None:
@@ -392,11 +372,6 @@ class UdevSticks:
             self._loop.remove_reader(self._monitor.fileno())
         self._monitor = None
         self._worker.close()  # never waits for a stuck stick
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _load_handled(path: Path) -> dict[str, str]:

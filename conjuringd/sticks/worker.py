@@ -13,7 +13,9 @@ holds up the daemon's exit.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import structlog
@@ -25,6 +27,32 @@ log = structlog.get_logger(__name__)
 
 class StickStuck(ConjuringError):
     """A stick operation did not finish within its deadline; the stick was abandoned."""
+
+
+@dataclass(frozen=True)
+class StickDeadlines:
+    """Seconds one step on a stick may take before the stick is abandoned (all within the
+    reconciler's own 900 s for an import)."""
+
+    stage: float = 300  # mount and copy conjuring/custom (2 GiB at 10 MB/s is 200 s)
+    backup: float = 480
+    report: float = 60
+    other: float = 120
+
+    @classmethod
+    def from_env(cls) -> "StickDeadlines":
+        """CONJURINGD_DEBUG=1 and CONJURINGD_DEBUG_STICK_DEADLINE=SECONDS: every deadline that long (tests)."""
+        spec = os.environ.get("CONJURINGD_DEBUG_STICK_DEADLINE", "")
+        if os.environ.get("CONJURINGD_DEBUG") != "1" or not spec:
+            return cls()
+        seconds = float(spec)
+        return cls(seconds, seconds, seconds, seconds)
+
+
+def describe(exc: BaseException) -> str:
+    """An unexpected exception in words for a report: its type, and its message if it has one."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class StickWorker:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conjuringd.adapters.udev import StickDeadlines
+from conjuringd.sticks.worker import StickDeadlines
 from tests.support.udev import Harness, ext4_read, fat_read, loops, make_ext4_stick, make_fat_stick, stick_tree, udevd
 
 pytestmark = pytest.mark.udev
