@@ -10,53 +10,26 @@ is written) and never delete anything already at the destination.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 import tarfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import Mapping
 
 import structlog
 
+from conjuringd.backup_manifest import MANIFEST, BackupError, Entry, Manifest, check_rel, read_manifest, write_manifest
 from conjuringd.config.problems import ConjuringError
 from conjuringd.sticks.mountinfo import containing_mount, needs_archive, read_mountinfo
-from conjuringd.sticks.report import write_atomic
-from conjuringd.sticks.safewrite import HashingReader, install_file, install_symlink, nofollow, open_below, open_dir, set_dir_meta
+from conjuringd.sticks.safewrite import HashingReader, install_file, install_symlink, open_below, open_dir, open_regular, set_dir_meta
 
 log = structlog.get_logger(__name__)
 
-MANIFEST = "MANIFEST.json"
 MIRROR_DIR = "homes"
 CHUNK = 1 << 20
 FAT_MAX_FILE = 4 * 1024**3 - 1
-
-
-class BackupError(ConjuringError):
-    """A backup or restore could not be done (no space, unreadable manifest)."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    path: str  # relative, POSIX
-    kind: str  # "file" | "dir" | "symlink"
-    mode: int
-    uid: int
-    gid: int
-    mtime_ns: int
-    size: int = 0
-    sha256: str = ""
-    target: str = ""  # symlink target
-    archive: str = ""  # archive mode: the tar holding the latest copy
-
-    def same_as(self, other: "Entry | None") -> bool:
-        """Unchanged since `other` (metadata comparison, like rsync's quick check)."""
-        if other is None:
-            return False
-        mine = (self.kind, self.mode, self.uid, self.gid, self.size, self.target)
-        theirs = (other.kind, other.mode, other.uid, other.gid, other.size, other.target)
-        return mine == theirs and (self.kind == "dir" or self.mtime_ns == other.mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -81,73 +54,36 @@ class RestoreResult:
     problems: tuple[str, ...] = ()
 
 
-@dataclass
-class _Manifest:
-    mode: str
-    entries: dict[str, Entry] = field(default_factory=dict)
-
-
-# --- manifest ------------------------------------------------------------------
-
-
-def read_manifest(folder: Path) -> _Manifest | None:
-    try:
-        with open(folder / MANIFEST, "rb", opener=nofollow) as handle:  # a stick may carry a symlink here
-            data = json.loads(handle.read().decode("utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise BackupError(f"unreadable {MANIFEST} in {folder}: {exc}") from exc
-    entries = {}
-    for raw in data.get("entries", []):
-        entry = Entry(**raw)
-        _check_rel(entry.path)
-        entries[entry.path] = entry
-    return _Manifest(data.get("mode", "mirror"), entries)
-
-
-def write_manifest(folder: Path, manifest: _Manifest) -> None:
-    body = {
-        "version": 1,
-        "mode": manifest.mode,
-        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "entries": [vars(e) for _, e in sorted(manifest.entries.items())],
-    }
-    write_atomic(folder / MANIFEST, json.dumps(body, indent=1).encode("ascii"))
-
-
-def _check_rel(rel: str) -> None:
-    parts = PurePosixPath(rel).parts
-    if not parts or rel.startswith("/") or ".." in parts or "." in parts:
-        raise BackupError(f"unsafe path in manifest: {rel!r}")
-
-
 # --- scanning the homes -----------------------------------------------------------
 
 
 def scan_homes(home_dir: Path) -> tuple[dict[str, Entry], list[str]]:
-    """Every dir, regular file and symlink below home_dir (no hashing), and what was skipped."""
+    """Every dir, regular file and symlink below home_dir (no hashing), and what was skipped.
+    Iterative: a student's folder thousands of levels deep cannot exhaust the recursion limit."""
     entries: dict[str, Entry] = {}
     skipped: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(home_dir):
-        dirnames.sort()
-        for name in sorted(dirnames) + sorted(filenames):
-            path = Path(dirpath) / name
+    stack = [home_dir]
+    while stack:
+        folder = stack.pop()
+        for item in sorted(os.scandir(folder), key=lambda e: e.name, reverse=True):
+            path = Path(item.path)
             rel = path.relative_to(home_dir).as_posix()
-            st = os.lstat(path)
+            st = item.stat(follow_symlinks=False)
             kind = {stat.S_IFDIR: "dir", stat.S_IFREG: "file", stat.S_IFLNK: "symlink"}.get(stat.S_IFMT(st.st_mode))
             if kind is None:
                 skipped.append(rel)
                 continue
+            if kind == "dir":
+                stack.append(path)
             target = os.readlink(path) if kind == "symlink" else ""
             size = st.st_size if kind == "file" else 0
             entries[rel] = Entry(rel, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, size, target=target)
-    return entries, skipped
+    return dict(sorted(entries.items())), sorted(skipped)
 
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with os.fdopen(open_regular(path), "rb") as handle:
         while chunk := handle.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -257,7 +193,7 @@ def backup_homes(home_dir: Path, dest: Path, *, archive: bool | None = None) -> 
     for rel, entry in current.items():
         before = old.get(rel)
         entries[rel] = written.get(rel) or (Entry(**{**vars(entry), "sha256": before.sha256, "archive": before.archive}) if before else entry)
-    write_manifest(dest, _Manifest(mode, entries))
+    write_manifest(dest, Manifest(mode, entries))
     result = BackupResult(mode, tuple(sorted(written)), _count_files(current) - len(written), nbytes, archive_name, tuple(skipped))
     log.info("backup_written", dest=str(dest), mode=mode, written=len(written), bytes=nbytes, archive=archive_name)
     return result
@@ -271,15 +207,26 @@ def _needs_restore(home_dir: Path, entry: Entry, force: bool) -> str:
     target = home_dir / entry.path
     try:
         st = os.lstat(target)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return "write"
     if entry.kind == "symlink" and stat.S_ISLNK(st.st_mode) and os.readlink(target) == entry.target:
         return "identical"
-    if entry.kind == "file" and stat.S_ISREG(st.st_mode) and st.st_size == entry.size and sha256_file(target) == entry.sha256:
+    if entry.kind == "file" and stat.S_ISREG(st.st_mode) and st.st_size == entry.size and _sha_below(home_dir, entry.path) == entry.sha256:
         return "identical"
     if st.st_mtime_ns > entry.mtime_ns and not force:
         return "newer"
     return "write"
+
+
+def _sha_below(root: Path, rel: str) -> str:
+    h = hashlib.sha256()
+    try:
+        with open_below(root, rel) as handle:  # no link at any level, no FIFO a student swapped in
+            while chunk := handle.read(CHUNK):
+                h.update(chunk)
+    except OSError:
+        return ""
+    return h.hexdigest()
 
 
 def _install(home_dir: Path, entry: Entry, reader) -> None:
@@ -289,53 +236,114 @@ def _install(home_dir: Path, entry: Entry, reader) -> None:
         if entry.kind == "symlink":
             install_symlink(dir_fd, parts[-1], entry)
         else:
-            install_file(dir_fd, parts[-1], entry, reader)
+            install_file(dir_fd, parts[-1], entry, reader, size=entry.size)
     finally:
         os.close(dir_fd)
 
 
-def _sources(src: Path, manifest: _Manifest, wanted: list[Entry]):
+def _open_archive(src: Path, name: str):
+    if check_rel(name) or "/" in name or not name.endswith(".tar"):
+        raise BackupError(f"unsafe archive name in manifest: {name!r}")
+    try:
+        raw = os.fdopen(open_regular(src / name), "rb")
+    except OSError as exc:
+        raise BackupError(f"{name}: {exc.strerror or exc}") from exc
+    try:
+        return raw, tarfile.open(fileobj=raw, mode="r:")
+    except (tarfile.TarError, ValueError, EOFError) as exc:
+        raw.close()
+        raise BackupError(f"{name} is not a readable tar archive: {exc}") from exc
+
+
+def _sources(src: Path, manifest: Manifest, wanted: list[Entry], problems: list[str]):
     """(entry, reader) for every wanted entry, reading each archive once."""
     if manifest.mode == "mirror":
         for entry in wanted:
             if entry.kind == "symlink":
                 yield entry, None
-            else:
-                with open_below(src / MIRROR_DIR, entry.path) as reader:
-                    yield entry, reader
+                continue
+            try:
+                reader = open_below(src / MIRROR_DIR, entry.path)
+            except OSError as exc:
+                problems.append(f"{entry.path}: the backup copy cannot be read: {exc.strerror or exc}: skipped")
+                continue
+            with reader:
+                yield entry, reader
         return
     by_archive: dict[str, dict[str, Entry]] = {}
     for entry in wanted:
         by_archive.setdefault(entry.archive, {})[entry.path] = entry
     for name, entries in sorted(by_archive.items()):
-        if "/" in name or not name.endswith(".tar"):
-            raise BackupError(f"unsafe archive name in manifest: {name!r}")
-        with open(src / name, "rb", opener=nofollow) as raw, tarfile.open(fileobj=raw, mode="r:") as tar:
-            for member in tar:
-                entry = entries.pop(member.name, None)
-                if entry is not None:
-                    yield entry, (tar.extractfile(member) if entry.kind == "file" else None)
-        if entries:
-            raise BackupError(f"{name} lacks {len(entries)} file(s) the manifest lists, e.g. {next(iter(entries))}")
+        raw, tar = _open_archive(src, name)
+        with raw, tar:
+            try:
+                for member in tar:
+                    entry = entries.pop(member.name, None)
+                    if entry is not None and entry.kind == "file" and not member.isreg():
+                        problems.append(f"{entry.path}: not a regular file in {name}: skipped")
+                    elif entry is not None:
+                        yield entry, (tar.extractfile(member) if entry.kind == "file" else None)
+            except (tarfile.TarError, ValueError, EOFError) as exc:
+                problems.append(f"{name}: damaged after some files ({exc})")
+        problems.extend(f"{rel}: missing from {name}: skipped" for rel in sorted(entries))
 
 
-def restore_homes(src: Path, home_dir: Path, *, force: bool = False) -> RestoreResult:
-    """Put the backup in `src` back into `home_dir`; newer files there are kept unless `force`."""
+def _owner(home_dir: Path, home: str, owners: Mapping[str, int]) -> tuple[int, int] | str:
+    """Who owns what is restored into home `home`: the owner of that home on this box, or the box's
+    own UID for that student; never what the backup says. A string says why there is none."""
+    try:
+        st = os.lstat(home_dir / home)
+    except FileNotFoundError:
+        uid = owners.get(home)
+        return (uid, uid) if uid else f"no home {home!r} on this box and no known student of that name"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{home!r} on this box is not a folder"
+    if st.st_uid == 0:
+        return f"the home {home!r} on this box belongs to root"
+    return st.st_uid, st.st_gid
+
+
+def safe_entries(manifest: Manifest, home_dir: Path, owners: Mapping[str, int]) -> tuple[list[Entry], list[str]]:
+    """The manifest's entries as they may be restored: owner forced to the home's owner, no
+    setuid/setgid/sticky bit, files with a checksum; the others reported and skipped."""
+    problems = list(manifest.problems)
+    kept = []
+    resolved: dict[str, tuple[int, int] | str] = {}
+    homeless: dict[str, int] = {}
+    for entry in manifest.entries.values():
+        home = PurePosixPath(entry.path).parts[0]
+        owner = resolved.setdefault(home, _owner(home_dir, home, owners))
+        if isinstance(owner, str):
+            homeless[home] = homeless.get(home, 0) + 1
+        elif entry.kind == "file" and not entry.sha256:
+            problems.append(f"{entry.path}: the backup records no checksum for it: skipped")
+        elif entry.kind == "file" and entry.archive == "" and manifest.mode == "archive":
+            problems.append(f"{entry.path}: the backup does not say which archive holds it: skipped")
+        else:
+            kept.append(replace(entry, uid=owner[0], gid=owner[1], mode=entry.mode & 0o777))
+    problems += [f"{home}/ ({count} entries): {resolved[home]}: skipped" for home, count in sorted(homeless.items())]
+    return kept, problems
+
+
+def restore_homes(src: Path, home_dir: Path, *, force: bool = False, owners: Mapping[str, int] | None = None) -> RestoreResult:
+    """Put the backup in `src` back into `home_dir`; newer files there are kept unless `force`.
+    `owners`: the box's UIDs by student name, for homes not (yet) on the box."""
     manifest = read_manifest(src)
     if manifest is None:
         raise BackupError(f"no {MANIFEST} in {src}: not a home backup")
     home_dir.mkdir(parents=True, exist_ok=True)
-    restored, problems = [], []
-    dirs = []
-    for entry in sorted((e for e in manifest.entries.values() if e.kind == "dir"), key=lambda e: e.path):
+    entries, problems = safe_entries(manifest, home_dir, owners or {})
+    restored, dirs = [], []
+    for entry in sorted((e for e in entries if e.kind == "dir"), key=lambda e: e.path):
         try:
             os.close(open_dir(home_dir, PurePosixPath(entry.path).parts))
             dirs.append(entry)
         except OSError as exc:
             problems.append(f"{entry.path}/: {exc.strerror} (a file or symlink is in the way)")
-    verdicts = {rel: _needs_restore(home_dir, e, force) for rel, e in manifest.entries.items() if e.kind != "dir"}
-    wanted = [manifest.entries[rel] for rel, v in sorted(verdicts.items()) if v == "write"]
-    for entry, reader in _sources(src, manifest, wanted):
+    verdicts = {e.path: _needs_restore(home_dir, e, force) for e in entries if e.kind != "dir"}
+    by_path = {e.path: e for e in entries}
+    wanted = [by_path[rel] for rel, v in sorted(verdicts.items()) if v == "write"]
+    for entry, reader in _sources(src, manifest, wanted, problems):
         try:
             _install(home_dir, entry, reader)
             restored.append(entry.path)

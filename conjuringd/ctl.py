@@ -277,10 +277,16 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     from conjuringd.backup import restore_homes
+    from conjuringd.uids import UidMap
 
-    result = restore_homes(Path(args.src), Path(args.home_dir or _paths(args).home), force=args.force)
-    print(result)
-    return EXIT_OK
+    paths = _paths(args)
+    owners = UidMap(paths.state_dir / "uids.json").known()  # homes not on the box yet: the box's own UIDs
+    result = restore_homes(Path(args.src), Path(args.home_dir or paths.home), force=args.force, owners=owners)
+    for problem in result.problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    print(f"restored {len(result.restored)}, identical {result.identical}, kept newer {len(result.kept_newer)}, "
+          f"skipped {len(result.problems)}")
+    return EXIT_OK if not result.problems else EXIT_INVALID
 
 
 def _paths(args: argparse.Namespace) -> Paths:

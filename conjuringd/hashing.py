@@ -12,6 +12,7 @@ order in which a folder was listed.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import os
@@ -53,7 +54,7 @@ def folder_digest(root: str | os.PathLike[str]) -> str:
     items = []
     for path in sorted(root.rglob("*")):
         if path.is_file() and not path.is_symlink() and "__pycache__" not in path.parts:
-            items.append(f"{path.relative_to(root).as_posix()}\x00{hashlib.sha256(path.read_bytes()).hexdigest()}")
+            items.append(f"{path.relative_to(root).as_posix()}\x00{file_sha256(path)}")
     return digest(*items)
 
 
@@ -121,3 +122,46 @@ def changed_layers(old: tuple[tuple[str, str], ...], new: tuple[tuple[str, str],
     """Names of the layers of `new` that must be rebuilt compared to `old`."""
     old_map = dict(old)
     return tuple(name for name, value in new if old_map.get(name) != value)
+
+
+CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in chunks (never the whole file in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class StreamDigest:
+    """The same value as `digest(*parts)`, with files streamed in as parts."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def part(self, data: bytes | str) -> None:
+        data = data.encode() if isinstance(data, str) else data
+        self._h.update(len(data).to_bytes(8, "big"))
+        self._h.update(data)
+
+    def file(self, path: Path) -> None:
+        """The file's content as one part: its length first (from fstat), then its bytes in chunks."""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            self._h.update(size.to_bytes(8, "big"))
+            seen = 0
+            while seen < size:
+                chunk = handle.read(min(CHUNK, size - seen))
+                if not chunk:
+                    break
+                self._h.update(chunk)
+                seen += len(chunk)
+            if seen != size or handle.read(1):
+                raise OSError(errno.ESTALE, f"{path} changed while it was hashed")
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()

@@ -22,7 +22,7 @@ from conjuringd.atomic import fsync_dir
 from conjuringd.config.load import load_custom
 from conjuringd.config.machine import MachineSource
 from conjuringd.config.problems import has_errors
-from conjuringd.hashing import digest
+from conjuringd.hashing import StreamDigest
 from conjuringd.paths import Paths
 from conjuringd.reconcile.model import ImportOutcome
 from conjuringd.state import StateFile
@@ -48,11 +48,11 @@ def iter_config_files(root: Path) -> Iterator[Path]:
 
 def config_digest(root: Path) -> str:
     """Content digest of a configuration folder: relative paths and file contents only."""
-    parts: list[bytes] = []
+    d = StreamDigest()  # files are streamed: a 1 GiB file is not read into memory
     for path in iter_config_files(root):
-        parts.append(os.fsencode(path.relative_to(root).as_posix()))
-        parts.append(path.read_bytes())
-    return digest(*parts)
+        d.part(os.fsencode(path.relative_to(root).as_posix()))
+        d.file(path)
+    return d.hexdigest()
 
 
 class SnapshotStore:

@@ -7,6 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+CHUNK = 1 << 20
+
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> bool:
     """Write `data` to `path` via temp + fsync + rename; False when it was already so."""
@@ -30,7 +32,22 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> bool:
 
 
 def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def copy_atomic(src: Path, path: Path, mode: int = 0o644) -> None:
+    """Copy `src` to `path` via temp + fsync + rename, in chunks (never the whole file in memory)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(src, "rb") as reader, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as writer:
+        shutil.copyfileobj(reader, writer, CHUNK)
+        writer.flush()
+        os.fsync(writer.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
 
 
 def mirror_tree(src: Path, dst: Path) -> int:
@@ -52,8 +69,9 @@ def mirror_tree(src: Path, dst: Path) -> int:
         for parent in reversed(target.relative_to(dst).parents[:-1]):
             (dst / parent).mkdir(exist_ok=True)
             os.chmod(dst / parent, 0o755)
-        if not target.is_file() or _sha(target) != _sha(src / rel):
-            changed += write_atomic(target, (src / rel).read_bytes(), 0o644)
+        if not target.is_file() or _sha(target) != _sha(src / rel) or (target.stat().st_mode & 0o777) != 0o644:
+            copy_atomic(src / rel, target, 0o644)
+            changed += 1
     for path in sorted(dst.rglob("*"), key=lambda p: len(p.parts), reverse=True):
         rel = path.relative_to(dst).as_posix()
         if path.is_dir() and not path.is_symlink():

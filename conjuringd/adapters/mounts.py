@@ -12,6 +12,7 @@ import errno
 import os
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ class Mounted:
     ours: bool  # we mounted it and must unmount it
     read_only: bool = True
     fuse: subprocess.Popen | None = field(default=None, repr=False)
+    abandoned: bool = False  # given up on (a stuck stick): unmount() leaves it alone
 
 
 def _libc() -> ctypes.CDLL:
@@ -81,6 +83,32 @@ def kernel_type(fstype: str, available: frozenset[str]) -> str | None:
 class Mounter:
     def __init__(self, media_dir: Path):
         self.media_dir = media_dir
+        self._active: list[Mounted] = []  # our mounts in use, for abandon()
+        self._lock = threading.Lock()
+
+    def _track(self, mounted: Mounted) -> Mounted:
+        with self._lock:
+            self._active.append(mounted)
+        return mounted
+
+    def abandon(self) -> int:
+        """Give up on every mount in use (called from the event loop when a stick operation is
+        stuck): detach it lazily and end its FUSE helper, which fails the stuck reads with ENOTCONN.
+        The thread that used it finds `abandoned` set and does not touch the mount point again."""
+        with self._lock:
+            mounts, self._active = self._active, []
+            for mounted in mounts:
+                mounted.abandoned = True
+        for mounted in mounts:
+            try:
+                sys_umount(mounted.mount_point, MNT_DETACH)
+            except OSError as exc:
+                log.warning("abandon_unmount_failed", mount_point=str(mounted.mount_point), error=exc.strerror)
+            if mounted.fuse is not None and mounted.fuse.poll() is None:
+                mounted.fuse.kill()
+            log.warning("stick_abandoned", device=mounted.device, mount_point=str(mounted.mount_point),
+                        fuse=mounted.fuse is not None)
+        return len(mounts)
 
     def existing(self, device: str, dev: str) -> MountEntry | None:
         """A mount of `device` that someone else made (e.g. the desktop under /media)."""
@@ -102,8 +130,19 @@ class Mounter:
         driver = kernel_type(fstype, kernel_filesystems())
         if driver:
             flags = SAFE_FLAGS | (MS_RDONLY if read_only else 0)
-            sys_mount(device, target, driver, flags, KERNEL_DATA.get(fstype, ""))
-            return Mounted(device, target, fstype, True, read_only)
+            try:
+                sys_mount(device, target, driver, flags, KERNEL_DATA.get(fstype, ""))
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or read_only:
+                    raise
+                # still mounted read-only by a thread we abandoned: share that mount, then make it writable
+                sys_mount(device, target, driver, flags | MS_RDONLY, KERNEL_DATA.get(fstype, ""))
+                try:
+                    sys_mount(None, target, None, MS_REMOUNT | SAFE_FLAGS)
+                except OSError:
+                    sys_umount(target, MNT_DETACH)
+                    raise
+            return self._track(Mounted(device, target, fstype, True, read_only))
         return self._mount_fuse(device, fstype, target, read_only)
 
     def _mount_fuse(self, device: str, fstype: str, target: Path, read_only: bool) -> Mounted:
@@ -124,10 +163,12 @@ class Mounter:
                 proc.wait()
                 raise TransientError(f"{program} did not mount {device} within 10 s")
             time.sleep(0.01)
-        return Mounted(device, target, fstype, True, read_only, proc)
+        return self._track(Mounted(device, target, fstype, True, read_only, proc))
 
     def remount_rw(self, mounted: Mounted) -> Mounted:
         """Read-write for writing the report; raises OSError (EROFS, EACCES) on a locked stick."""
+        if mounted.abandoned:
+            raise OSError(errno.ENOTCONN, "the stick was abandoned")
         if mounted.fuse is not None:
             self.unmount(mounted)
             return self.mount(mounted.device, mounted.fstype, read_only=False)
@@ -139,6 +180,10 @@ class Mounter:
         """Unmount what we mounted (lazily when busy), wait for a FUSE helper, flush the device."""
         if not mounted.ours:
             return
+        with self._lock:
+            if mounted.abandoned:
+                return  # detached already; the mount point may belong to a newer mount by now
+            self._active = [m for m in self._active if m is not mounted]
         try:
             sys_umount(mounted.mount_point)
         except OSError as exc:

@@ -18,7 +18,6 @@ import os
 import shutil
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -37,7 +36,8 @@ from conjuringd.sticks.enrol import EnrolError, Enrolment, Verdict
 from conjuringd.sticks.mountinfo import needs_archive, read_mountinfo
 from conjuringd.sticks.policy import accepts, is_system_mount
 from conjuringd.sticks.report import StickReport, render_report, write_atomic
-from conjuringd.sticks.session import PULLED, StickInfo, StickSession, device_present, run_backup, stage_custom, write_report_file
+from conjuringd.sticks.session import StickInfo, StickSession, device_present, run_backup, stage_custom, write_report_file
+from conjuringd.sticks.worker import StickDeadlines, StickStuck, StickWorker, describe
 
 log = structlog.get_logger(__name__)
 
@@ -83,6 +83,7 @@ class UdevSticks:
         *,
         copy_hook: Callable[[int], None] | None = None,
         enrolment: Enrolment | None = None,
+        deadlines: StickDeadlines | None = None,
     ):
         self.paths = paths
         self._usb = usb_settings
@@ -92,12 +93,13 @@ class UdevSticks:
         self.enrolment = enrolment or Enrolment(paths)
         self._pending: dict[str, _Pending] = {}  # by device node
         self._handled: dict[str, str] = _load_handled(paths.runtime_dir / HANDLED_FILE)  # node -> key imported
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sticks")
+        self._deadlines = deadlines or StickDeadlines.from_env()
+        self._worker = StickWorker(self._mounter.abandon)
         self._context: pyudev.Context | None = None
         self._monitor: pyudev.Monitor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: Wake = lambda reason: None
-        self.counters = {"seen": 0, "imported": 0, "reports": 0, "aborted": 0}
+        self.counters = {"seen": 0, "imported": 0, "reports": 0, "aborted": 0, "failed": 0, "abandoned": 0}
         self.last_report: dict = {}
 
     # --- events -------------------------------------------------------------------
@@ -216,7 +218,11 @@ class UdevSticks:
     # --- work the reconciler asks for ----------------------------------------------------
 
     async def _run(self, func, *args, **kwargs):
-        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(func, *args, **kwargs))
+        """Run a blocking step in the stick worker, within that step's deadline."""
+        d = self._deadlines
+        deadline, name = {self._stage: (d.stage, "copying the configuration"), self._backup: (d.backup, "the home backup"),
+                          self._write: (d.report, "writing the report")}.get(func, (d.other, "a stick operation"))
+        return await self._worker.run(deadline, functools.partial(func, *args, **kwargs), name=name)
 
     def _current(self, device: str, key: str, want: str) -> _Pending | None:
         pending = self._pending.get(device)
@@ -249,16 +255,19 @@ class UdevSticks:
             if wants_backup and usb.backup and outcome.result not in ("applied", "unchanged"):
                 backup = f"backup NOT written: this stick's configuration was refused ({outcome.result.upper()})"
             elif wants_backup and usb.backup:
-                backup = await self._run(self._backup, pending.info)
+                backup = await self._backup_line(pending.info)
             self._to_report(device, key, outcome, refusals, backup, verdict)
         except TreeTooLarge as exc:
-            log.warning("stick_too_large", device=device, error=str(exc))
-            self._to_report(device, key, ImportOutcome("invalid", message=f"configuration refused: {exc}"), (), "")
+            self._too_large(pending, exc)
+        except StickStuck as exc:
+            self._stuck(pending, exc)
         except OSError as exc:
             self._aborted(pending, exc)
+        except Exception as exc:  # noqa: BLE001 - one stick's unexpected failure is that stick's report
+            self._failed(pending, exc)
         finally:
             if staged is not None:
-                await self._run(shutil.rmtree, staged.parent, True)
+                await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, staged.parent, True)  # ours, not the stick's
 
     async def _import(self, importer: Importer, staged: Path, source: dict) -> ImportOutcome:
         try:
@@ -288,7 +297,8 @@ class UdevSticks:
         if layout is None or layout.custom is None:
             log.info("not_a_conjuring_stick", device=info.device, label=info.label)
             return None
-        limits = CopyLimits(usb.max_files, usb.max_bytes, fold_case=needs_archive(info.fstype))
+        limits = CopyLimits(usb.max_files, usb.max_bytes, fold_case=needs_archive(info.fstype),
+                            max_file_bytes=usb.max_file_bytes)
         staged, refusals = stage_custom(layout.custom, self.paths.staging, limits, self._copy_hook)
         log.info("stick_copied", device=info.device, folder=str(staged), refused=len(refusals))
         return staged, tuple(refusals), layout.home_backup is not None, verdict
@@ -300,6 +310,17 @@ class UdevSticks:
                             f"'conjuringctl enroll {info.device}' as root")
         self.counters["refused"] = self.counters.get("refused", 0) + 1
         self._to_report(info.device, pending.key, ImportOutcome("not-enrolled"), (), "", verdict)
+
+    async def _backup_line(self, info: StickInfo) -> str:
+        """The backup's line in the report; its failure never loses the import's outcome."""
+        try:
+            return await self._run(self._backup, info)
+        except StickStuck as exc:
+            self.counters["abandoned"] += 1
+            return f"backup NOT written: {exc}"
+        except Exception as exc:  # noqa: BLE001 - reported on the stick, in the journal with its traceback
+            log.exception("backup_failed_unexpectedly", device=info.device)
+            return f"backup NOT written: unexpected error: {describe(exc)}"
 
     def _backup(self, info: StickInfo) -> str:
         with StickSession(self._mounter, info) as session:
@@ -323,12 +344,31 @@ class UdevSticks:
         device = pending.info.device
         present = device_present(device, pending.info.dev)
         log.warning("stick_import_aborted", device=device, error=exc.strerror or str(exc), errno=exc.errno,
-                    pulled=exc.errno in PULLED, present=present)
-        if present and exc.errno not in PULLED:
-            message = f"could not read the stick: {exc.strerror or exc}"
+                    file=exc.filename, present=present)
+        if present:  # not pulled: whatever went wrong, the stick is told
+            where = f" ({os.fsdecode(exc.filename)})" if exc.filename else ""
+            message = f"could not read the stick: {exc.strerror or exc}{where}"
             self._to_report(device, pending.key, ImportOutcome("failed", message=message), (), "")
         else:
             self._pending.pop(device, None)
+
+    def _too_large(self, pending: _Pending, exc: TreeTooLarge) -> None:
+        log.warning("stick_too_large", device=pending.info.device, error=str(exc), refused=len(exc.refusals))
+        outcome = ImportOutcome("invalid", message=f"configuration refused, nothing imported: {exc}")
+        self._to_report(pending.info.device, pending.key, outcome, tuple(str(r) for r in exc.refusals), "")
+
+    def _stuck(self, pending: _Pending, exc: StickStuck) -> None:
+        self.counters["abandoned"] += 1
+        log.error("stick_abandoned", device=pending.info.device, label=pending.info.label, error=str(exc))
+        self._to_report(pending.info.device, pending.key, ImportOutcome("failed", message=str(exc)), (), "")
+
+    def _failed(self, pending: _Pending, exc: Exception) -> None:
+        """Anything unforeseen: the stick gets a FAILED report, the journal the traceback; the
+        reconciler goes on with the hub."""
+        self.counters["failed"] += 1
+        log.exception("stick_failed_unexpectedly", device=pending.info.device, label=pending.info.label)
+        message = f"unexpected error while reading the stick: {describe(exc)} (nothing was imported)"
+        self._to_report(pending.info.device, pending.key, ImportOutcome("failed", message=message), (), "")
 
     async def write_report(self, device: str, key: str, report: ReportFacts) -> None:
         pending = self._current(device, key, "report")
@@ -349,8 +389,11 @@ class UdevSticks:
         self.last_report = {"device": device, "label": pending.info.label, "result": pending.outcome.result, "written": False}
         try:
             path = await self._run(self._write, pending.info, text)
-        except OSError as exc:
-            log.warning("report_not_written", device=device, error=exc.strerror or str(exc))
+        except (OSError, StickStuck) as exc:
+            log.warning("report_not_written", device=device, error=getattr(exc, "strerror", None) or str(exc))
+            return
+        except Exception:  # noqa: BLE001 - the report is lost, the daemon goes on
+            log.exception("report_not_written", device=device)
             return
         self.counters["reports"] += 1
         self.last_report["written"] = True
@@ -403,7 +446,7 @@ class UdevSticks:
         if self._loop is not None and self._monitor is not None:
             self._loop.remove_reader(self._monitor.fileno())
         self._monitor = None
-        self._executor.shutdown(wait=True)
+        self._worker.close()  # never waits for a stuck stick
 
 
 def _load_handled(path: Path) -> dict[str, str]:

@@ -70,6 +70,7 @@ class UsbSettings:
     accept: tuple[str, ...] = ("usb", "removable")  # also "loop", "mmc", "any"
     max_files: int = 20000
     max_bytes: int = 2 * 1024**3
+    max_file_bytes: int = 1024**3  # one larger file is skipped and named in the report, the rest is imported
     backup: bool = True
     trust: str = "enrolled"  # "enrolled": only enrolled sticks (the first one on a new box is enrolled); "any"
 

@@ -294,6 +294,7 @@ _VALUE_CHECKS: dict[Path, Any] = {
     ("usb", "max_files"): _range(1),
     ("usb", "max_bytes"): _range(1),
     ("usb", "trust"): lambda v: "" if v in ("enrolled", "any") else f'should be "enrolled" or "any", not {_toml_repr(v)}',
+    ("usb", "max_file_bytes"): _range(1),
 }
 
 

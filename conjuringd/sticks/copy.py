@@ -4,8 +4,10 @@ Every directory is opened relative to its parent's descriptor with
 O_NOFOLLOW, every file with O_NOFOLLOW and checked again after opening, so a
 symlink (or a directory swapped for one) never leads out of the tree. Hard
 links whose other names are outside the tree, device files, FIFOs, sockets and
-other mounted filesystems are refused and listed. The tree is scanned before
-anything is copied, so a tree beyond the limits is refused as a whole.
+other mounted filesystems are refused and listed, and so is a file over the
+per-file limit or a folder nested too deep. The tree is scanned (iteratively,
+counting every entry) before anything is copied, so a tree whose copy would be
+over the limits is refused as a whole, with every refused entry listed.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class CopyLimits:
     max_bytes: int = 2 * 1024**3
     exclude: frozenset[str] = frozenset()  # top-level names left out (compared case-insensitively)
     fold_case: bool = False  # FAT & co: give known configuration names their canonical case
+    max_file_bytes: int = 1024**3  # one file larger than this is skipped (and named), not the whole tree
+    max_depth: int = 64  # folders nested deeper are skipped (and named)
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,12 @@ class Refusal:
 
 
 class TreeTooLarge(ConjuringError):
-    """The folder has more files or bytes than the limits allow; nothing was copied."""
+    """What would be copied is over the limits; nothing was copied. `refusals`: every entry
+    skipped up to then (all of them when it is the total size that is over)."""
+
+    def __init__(self, message: str, refusals: tuple[Refusal, ...] = ()):
+        super().__init__(message)
+        self.refusals = refusals
 
 
 @dataclass
@@ -95,64 +104,115 @@ def utf8_name(name: str) -> str | None:
         return fixed if "/" not in fixed and fixed not in (".", "..") else None
 
 
-def _walk(
-    dir_fd: int,
-    rel: tuple[str, ...],
-    out: tuple[str, ...],
-    exclude: frozenset[str],
-    descend: Callable[[_Entry], bool],
-    notes: list[Refusal] | None = None,
-    fold_case: bool = False,
-) -> Iterator[tuple[int, _Entry]]:
-    """Yield (parent fd, entry) for every entry below `dir_fd`, directories before their contents."""
+@dataclass
+class _Level:
+    fd: int
+    entries: Iterator[_Entry]
+    owned: bool  # opened by the walk, closed when the folder is done
+
+
+def _entries(dir_fd: int, rel: tuple[str, ...], out: tuple[str, ...], ctx: "_WalkContext") -> Iterator[_Entry]:
+    """The entries of one folder, sorted, without junk, with names fit for the copy."""
     names = sorted(os.listdir(dir_fd))
+    if len(names) > ctx.max_entries:
+        raise TreeTooLarge(f"{printable(rel) or 'the folder'} holds {len(names)} entries, "
+                           f"more than the limit of {ctx.max_entries} ([usb] max_files)", tuple(ctx.notes or ()))
     taken: set[str] = set()
     for name in names:
-        if (not rel and name.lower() in exclude) or is_junk(name):
+        if (not rel and name.lower() in ctx.exclude) or is_junk(name):
             continue
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         out_name = utf8_name(name)
-        if out_name is not None and fold_case:
+        if out_name is not None and ctx.fold_case:
             out_name = canonical_name(out, out_name)
         if out_name is None or out_name in taken or (out_name != name and out_name in names):
-            if notes is not None:
+            if ctx.notes is not None:
                 why = "is not UTF-8 and cannot be renamed" if out_name is None else f"clashes with another file as {out_name!r}"
-                notes.append(Refusal(printable(rel + (name,)), f"file name {why}: skipped"))
+                ctx.notes.append(Refusal(printable(rel + (name,)), f"file name {why}: skipped"))
             continue
         taken.add(out_name)
-        if out_name != name and notes is not None and utf8_name(name) != name:
-            notes.append(Refusal(printable(rel + (name,)), f"file name is not UTF-8: copied as {out_name!r}"))
-        entry = _Entry(rel + (name,), out + (out_name,), st)
-        yield dir_fd, entry
-        if stat.S_ISDIR(st.st_mode) and descend(entry):
-            sub = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-            try:
-                opened = os.fstat(sub)
-                if (opened.st_dev, opened.st_ino) != (st.st_dev, st.st_ino):
-                    raise OSError(errno.ESTALE, "directory changed while copying", printable(entry.rel))
-                yield from _walk(sub, entry.rel, entry.out, exclude, descend, notes, fold_case)
-            finally:
-                os.close(sub)
+        if out_name != name and ctx.notes is not None and utf8_name(name) != name:
+            ctx.notes.append(Refusal(printable(rel + (name,)), f"file name is not UTF-8: copied as {out_name!r}"))
+        yield _Entry(rel + (name,), out + (out_name,), st)
+
+
+@dataclass(frozen=True)
+class _WalkContext:
+    exclude: frozenset[str]
+    descend: Callable[[_Entry], bool]
+    notes: list[Refusal] | None
+    fold_case: bool
+    max_entries: int
+
+
+def _open_sub(dir_fd: int, entry: _Entry) -> int:
+    sub = os.open(entry.rel[-1], _DIR_FLAGS, dir_fd=dir_fd)
+    opened = os.fstat(sub)
+    if (opened.st_dev, opened.st_ino) != (entry.st.st_dev, entry.st.st_ino):
+        os.close(sub)
+        raise OSError(errno.ESTALE, "directory changed while copying", printable(entry.rel))
+    return sub
+
+
+def _walk(root_fd: int, ctx: _WalkContext) -> Iterator[tuple[int, _Entry]]:
+    """Yield (parent fd, entry) for every entry below `root_fd`, folders before their contents.
+
+    Iterative (an explicit stack of open folders), so a deep tree cannot exhaust Python's
+    recursion limit; how deep it goes is up to `ctx.descend`."""
+    stack = [_Level(root_fd, _entries(root_fd, (), (), ctx), owned=False)]
+    try:
+        while stack:
+            level = stack[-1]
+            entry = next(level.entries, None)
+            if entry is None:
+                stack.pop()
+                if level.owned:
+                    os.close(level.fd)
+                continue
+            yield level.fd, entry
+            if stat.S_ISDIR(entry.st.st_mode) and ctx.descend(entry):
+                sub = _open_sub(level.fd, entry)
+                stack.append(_Level(sub, _entries(sub, entry.rel, entry.out, ctx), owned=True))
+    finally:
+        for level in stack:
+            if level.owned:
+                os.close(level.fd)
+
+
+def file_size(st: os.stat_result) -> int:
+    """What a file costs: its apparent size or the space it takes, whichever is larger
+    (a sparse file is as big as it says; a file may also take more blocks than its length)."""
+    return max(st.st_size, st.st_blocks * 512)
 
 
 def _classify(scan: _Scan, entry: _Entry, dir_fd: int) -> None:
-    mode, where = entry.st.st_mode, printable(entry.rel)
+    mode, where, limits = entry.st.st_mode, printable(entry.rel), scan.limits
     if stat.S_ISLNK(mode):
         target = os.readlink(entry.rel[-1], dir_fd=dir_fd)
         scan.refusals.append(Refusal(where, f"symbolic link to {target!r} not followed: skipped"))
     elif stat.S_ISDIR(mode):
         if entry.st.st_dev != scan.root_dev:
             scan.refusals.append(Refusal(where, "another filesystem is mounted here: skipped"))
+        elif len(entry.rel) > limits.max_depth:
+            scan.refusals.append(Refusal(where, f"folder nested more than {limits.max_depth} levels deep: skipped with everything in it"))
         else:
             scan.dirs.append(entry)
     elif stat.S_ISREG(mode):
-        if entry.st.st_size > scan.limits.max_bytes:
-            scan.refusals.append(Refusal(where, f"{entry.st.st_size} bytes, more than the limit of {scan.limits.max_bytes}: skipped"))
+        size, most = file_size(entry.st), min(limits.max_file_bytes, limits.max_bytes)
+        if size > most:
+            scan.refusals.append(Refusal(where, f"{_sizes(entry.st)}, more than the limit for one file of {most} bytes ([usb] max_file_bytes): skipped"))
         else:
             scan.files.append(entry)
     else:
         kind = _KINDS.get(stat.S_IFMT(mode), "special file")
         scan.refusals.append(Refusal(where, f"{kind} skipped"))
+
+
+def _sizes(st: os.stat_result) -> str:
+    allocated = st.st_blocks * 512
+    if allocated > st.st_size:
+        return f"{allocated} bytes on disk ({st.st_size} bytes long)"
+    return f"{st.st_size} bytes" + (f" ({allocated} bytes on disk: a sparse file)" if allocated < st.st_size else "")
 
 
 def _drop_outside_links(scan: _Scan) -> None:
@@ -171,17 +231,26 @@ def _drop_outside_links(scan: _Scan) -> None:
 
 
 def scan_tree(src_fd: int, limits: CopyLimits) -> _Scan:
+    """Every entry below `src_fd`, classified; raises TreeTooLarge when over the limits.
+
+    `max_files` counts every entry (folders, links, special files too), and the walk stops
+    as soon as it is reached; `max_bytes` is checked on what would be copied."""
     scan = _Scan(limits, os.fstat(src_fd).st_dev)
-    exclude = frozenset(n.lower() for n in limits.exclude)
-    same_fs = lambda entry: entry.st.st_dev == scan.root_dev  # noqa: E731
-    for dir_fd, entry in _walk(src_fd, (), (), exclude, same_fs, scan.refusals, limits.fold_case):
+    ctx = _WalkContext(frozenset(n.lower() for n in limits.exclude),
+                       lambda entry: bool(scan.dirs) and scan.dirs[-1] is entry,  # folders _classify accepted
+                       scan.refusals, limits.fold_case, limits.max_files)
+    seen = 0
+    for dir_fd, entry in _walk(src_fd, ctx):
+        seen += 1
+        if seen > limits.max_files:
+            raise TreeTooLarge(f"more than {limits.max_files} entries (files, folders and links), "
+                               f"the limit ([usb] max_files)", tuple(scan.refusals))
         _classify(scan, entry, dir_fd)
     _drop_outside_links(scan)
-    total = sum(e.st.st_size for e in scan.files)
-    if len(scan.files) > limits.max_files:
-        raise TreeTooLarge(f"{len(scan.files)} files, more than the limit of {limits.max_files}")
+    total = sum(file_size(e.st) for e in scan.files)
     if total > limits.max_bytes:
-        raise TreeTooLarge(f"{total} bytes, more than the limit of {limits.max_bytes}")
+        raise TreeTooLarge(f"{total} bytes would be imported, more than the limit of {limits.max_bytes} "
+                           f"([usb] max_bytes)", tuple(scan.refusals))
     return scan
 
 
@@ -210,7 +279,7 @@ def _copy_file(dir_fd: int, entry: _Entry, dst: Path) -> None:
     fd = os.open(entry.rel[-1], _FILE_FLAGS, dir_fd=dir_fd)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (entry.st.st_dev, entry.st.st_ino):
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino, st.st_size) != (entry.st.st_dev, entry.st.st_ino, entry.st.st_size):
             raise OSError(errno.ESTALE, "file changed while copying", printable(entry.rel))
         out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
@@ -234,8 +303,9 @@ def safe_copy(src: Path, dst: Path, limits: CopyLimits, *, on_file: Callable[[in
         wanted_files = {e.rel: e for e in scan.files}
         os.makedirs(dst, mode=0o755)
         copied = 0
-        exclude = frozenset(n.lower() for n in limits.exclude)
-        walk = _walk(src_fd, (), (), exclude, lambda entry: entry.rel in wanted_dirs, None, limits.fold_case)
+        ctx = _WalkContext(frozenset(n.lower() for n in limits.exclude), lambda entry: entry.rel in wanted_dirs,
+                           None, limits.fold_case, limits.max_files)
+        walk = _walk(src_fd, ctx)
         for dir_fd, entry in walk:
             target = dst.joinpath(*entry.out)
             if entry.rel in wanted_dirs:

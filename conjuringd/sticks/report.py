@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from conjuringd.reconcile.model import ImportOutcome, ReportFacts
+from conjuringd.sticks.safewrite import create_temp
 
 RESULT_WORDS = {
     "applied": "APPLIED - this configuration is now active",
@@ -107,19 +108,24 @@ def render_report(report: StickReport) -> str:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`: temp file, fsync, rename, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    """Replace `path` with `data`: exclusive temp file, fsync, rename, fsync the folder.
+    Nothing already on the stick is opened (a FIFO or link planted under the temp name
+    cannot block or redirect the write)."""
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
+        fd, tmp = create_temp(dir_fd, path.name, 0o644)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            os.unlink(tmp, dir_fd=dir_fd)
+            raise
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)

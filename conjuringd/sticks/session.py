@@ -11,7 +11,7 @@ import errno
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -86,7 +86,7 @@ def stage_custom(custom: Path, staging: Path, limits: CopyLimits, on_file: Calla
     staging.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="stick-", dir=staging))
     try:
-        limits = CopyLimits(limits.max_files, limits.max_bytes, limits.exclude | {BACKUP_NAME}, limits.fold_case)
+        limits = replace(limits, exclude=limits.exclude | {BACKUP_NAME})
         refusals = safe_copy(custom, folder / "custom", limits, on_file=on_file)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)

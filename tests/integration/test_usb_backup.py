@@ -80,10 +80,12 @@ async def test_backup_to_fat_stick_incremental_and_restore(tmp_path, udevd, loop
     mounter = Mounter(tmp_path / "restore-media")
     mounted = mounter.mount(device, "vfat")
     try:
-        new_home = tmp_path / "new-home"
+        new_home, new_state = tmp_path / "new-home", tmp_path / "new-state"
+        new_state.mkdir()  # the new box knows the students (their stable UIDs), the homes are not there yet
+        (new_state / "uids.json").write_text(json.dumps({"users": {"alice": 1101, "bob": 1102}}))
         result = subprocess.run(
-            [sys.executable, "-m", "conjuringd.ctl", "restore", str(mounted.mount_point / "CONJURING" / "HOME_BACKUP"),
-             "--home-dir", str(new_home)], capture_output=True, text=True, cwd=REPO, timeout=120,
+            [sys.executable, "-m", "conjuringd.ctl", "--state-dir", str(new_state), "restore",
+             str(mounted.mount_point / "CONJURING" / "HOME_BACKUP"), "--home-dir", str(new_home)], capture_output=True, text=True, cwd=REPO, timeout=120,
             env={**os.environ, "PYTHONPATH": str(REPO)})
         assert result.returncode == 0, result.stderr
     finally:

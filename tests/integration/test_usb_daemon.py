@@ -223,3 +223,38 @@ def test_restart_does_not_reapply_a_stick_over_a_newer_local_edit(daemon, tmp_pa
     time.sleep(1.0)
     assert daemon.state()["active"] == local
     assert len(daemon.events("stick_seen")) == 1  # the same insertion is not seen as new after a restart
+
+
+def test_stuck_stick_is_abandoned_the_next_is_applied_and_stop_does_not_hang(tmp_path, udevd, loops):
+    """The real daemon with a stick step that never returns (the debug pause sleeps 10 minutes in the
+    stick thread, as a read blocked in the kernel would): the stick is abandoned at the deadline and
+    told so, the next stick is applied, and SIGTERM still stops the daemon at once."""
+    (tmp_path / "d").mkdir()
+    daemon = Daemon(tmp_path / "d", args=["--hub", "none", "--network", "none", "--usb", "udev"],
+                    env={"CONJURINGD_DEBUG": "1", "CONJURINGD_DEBUG_COPY_PAUSE": "3:600",
+                         "CONJURINGD_DEBUG_STICK_DEADLINE": "3"})
+    daemon.config_dir.mkdir(parents=True)
+    (daemon.config_dir / "conjuring.toml").write_text('[usb]\naccept = ["loop"]\n')
+    try:
+        daemon.start()
+        daemon.wait_event("converged")
+        before = daemon.state()["active"]
+        image = make_ext4_stick(tmp_path / "usb-stuck.img", stick_tree(tmp_path / "t", "stuck,pw-123456,\n"))
+        device = loops.attach(image)
+        daemon.wait_event("stick_operation_stuck", timeout=30)
+        daemon.wait_event("report_written", timeout=30, result="failed")
+        loops.detach(device)
+        report = ext4_read(image, "/conjuring/REPORT.txt").decode()
+        assert "FAILED" in report and "the stick stopped answering: copying the configuration did not finish within 3 s" in report
+        assert daemon.state()["active"] == before and daemon.proc.poll() is None
+        nxt = tmp_path / "t2" / "conjuring" / "custom"
+        nxt.mkdir(parents=True)
+        (nxt / "users.csv").write_text("name,password,admin\nnext,pw-123456,\n")  # 1 file: the debug pause is at the 3rd
+        device = loops.attach(make_ext4_stick(tmp_path / "usb-next.img", tmp_path / "t2"))
+        wait_active(daemon, config_digest(nxt))
+        loops.detach(device)
+        started = time.monotonic()
+        assert daemon.stop(timeout=20) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        daemon.close()

@@ -1,6 +1,8 @@
 import hashlib
 import json
 import os
+import re
+import stat
 import tarfile
 import time
 from pathlib import Path
@@ -29,8 +31,13 @@ def make_homes(root: Path) -> Path:
         os.utime(path, ns=(1_700_000_000_000_000_000 + i, 1_700_000_000_000_000_000 + i))
     (root / "bob" / os.fsdecode(b"r\xe9sum\xe9.txt")).write_bytes(b"latin-1 name")
     (root / "alice" / "shared").symlink_to("/shared")
+    os.lchown(root / "alice" / "shared", 1001, 1001)  # a home holds its student's files only
+    os.chown(root / "bob" / os.fsdecode(b"r\xe9sum\xe9.txt"), 1002, 1002)
     (root / "alice" / "work").chmod(0o750)
     return root
+
+
+OWNERS = {"alice": 1001, "bob": 1002}  # the box's UIDs of the students, for homes not on the box yet
 
 
 def snapshot(root: Path) -> dict:
@@ -56,7 +63,7 @@ def test_round_trip_keeps_content_owners_modes_mtimes(tmp_path, archive):
     result = backup_homes(homes, tmp_path / "backup", archive=archive)
     assert result.mode == ("archive" if archive else "mirror")
     assert len(result.written) == 6 and result.unchanged == 0
-    restored = restore_homes(tmp_path / "backup", tmp_path / "new")
+    restored = restore_homes(tmp_path / "backup", tmp_path / "new", owners=OWNERS)
     assert restored.problems == () and len(restored.restored) == 6
     assert snapshot(tmp_path / "new") == snapshot(homes)
     manifest = json.loads((tmp_path / "backup" / MANIFEST).read_text())
@@ -87,7 +94,7 @@ def test_second_backup_writes_only_the_change_and_deletes_nothing(tmp_path, arch
     else:
         assert rewritten == {"homes/alice/notes.txt", MANIFEST}
         assert (dest / "homes/bob/run.sh").exists()
-    restore_homes(dest, tmp_path / "new")
+    restore_homes(dest, tmp_path / "new", owners=OWNERS)
     assert (tmp_path / "new/alice/notes.txt").read_bytes() == b"alice's notes\nmore\n"
     assert not (tmp_path / "new/bob/run.sh").exists()  # the manifest is the latest state
 
@@ -119,8 +126,8 @@ def test_damaged_backup_copy_is_not_installed(tmp_path):
     homes = make_homes(tmp_path / "homes")
     backup_homes(homes, tmp_path / "b", archive=False)
     (tmp_path / "b/homes/alice/notes.txt").write_bytes(b"bit rot!!!!!!!")
-    result = restore_homes(tmp_path / "b", tmp_path / "new")
-    assert any("checksum mismatch" in p for p in result.problems)
+    result = restore_homes(tmp_path / "b", tmp_path / "new", owners=OWNERS)
+    assert any("damaged" in p for p in result.problems)
     assert not (tmp_path / "new/alice/notes.txt").exists()
     assert not [p for p in (tmp_path / "new/alice").iterdir() if "conjuring-tmp" in p.name]
 
@@ -131,6 +138,7 @@ def test_restore_never_writes_through_a_symlink_in_the_homes(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
     (tmp_path / "target/alice").mkdir(parents=True)
+    os.chown(tmp_path / "target/alice", 1001, 1001)
     (tmp_path / "target/alice/work").symlink_to(outside)  # a student's trap
     result = restore_homes(tmp_path / "b", tmp_path / "target")
     assert any(p.startswith("alice/work/plot.ipynb") for p in result.problems)
@@ -141,8 +149,9 @@ def test_manifest_with_escaping_path_is_refused(tmp_path):
     (tmp_path / "b").mkdir()
     entry = {"path": "../evil", "kind": "file", "mode": 0o644, "uid": 0, "gid": 0, "mtime_ns": 0}
     (tmp_path / "b" / MANIFEST).write_text(json.dumps({"mode": "mirror", "entries": [entry]}))
-    with pytest.raises(BackupError, match="unsafe path"):
-        restore_homes(tmp_path / "b", tmp_path / "new")
+    result = restore_homes(tmp_path / "b", tmp_path / "new", owners={"..": 1001})
+    assert result.problems == ("MANIFEST.json entry 1 (../evil): unsafe path '../evil': skipped",)
+    assert not (tmp_path / "evil").exists() and result.restored == ()
 
 
 def test_restore_without_manifest(tmp_path):
@@ -185,3 +194,113 @@ def test_planted_symlinks_at_the_destination_are_never_followed(tmp_path):
     backup_homes(homes, dest, archive=True)
     assert victim.read_text() == "precious"
     assert len([p for p in dest.iterdir() if p.name.endswith(".tar")]) == 1
+
+
+def crafted_backup(folder: Path, entries: list[dict], files: dict[str, bytes]) -> Path:
+    """A backup as an attacker writes it: any manifest, any bytes in homes/."""
+    for rel, data in files.items():
+        (folder / "homes" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / "homes" / rel).write_bytes(data)
+    (folder / MANIFEST).write_text(json.dumps({"version": 1, "mode": "mirror", "entries": entries}))
+    return folder
+
+
+def test_crafted_backup_asking_for_setuid_root_gets_neither(tmp_path):
+    payload = b"#!/bin/sh\nexec /bin/sh -p\n"
+    sha = hashlib.sha256(payload).hexdigest()
+    entries = [
+        {"path": "ana", "kind": "dir", "mode": 0o7777, "uid": 0, "gid": 0, "mtime_ns": 0},
+        {"path": "ana/rootshell", "kind": "file", "mode": 0o4755, "uid": 0, "gid": 0, "mtime_ns": 0,
+         "size": len(payload), "sha256": sha},
+        {"path": "ana/nosum", "kind": "file", "mode": 0o6755, "uid": 0, "gid": 0, "mtime_ns": 0,
+         "size": len(payload), "sha256": ""},
+        {"path": "ana/short", "kind": "file", "mode": 0o644, "uid": 0, "gid": 0, "mtime_ns": 0,
+         "size": 3, "sha256": hashlib.sha256(b"abc").hexdigest()},
+    ]
+    src = crafted_backup(tmp_path / "b", entries, {"ana/rootshell": payload, "ana/nosum": payload, "ana/short": b"abcdef"})
+    homes = tmp_path / "homes"
+    (homes / "ana").mkdir(parents=True)
+    os.chown(homes / "ana", 2001, 2001)
+    result = restore_homes(src, homes)
+    assert result.restored == ("ana/rootshell",)
+    st = os.lstat(homes / "ana/rootshell")
+    assert (st.st_uid, st.st_gid) == (2001, 2001) and stat.S_IMODE(st.st_mode) == 0o755  # owner forced, no setuid
+    home = os.lstat(homes / "ana")
+    assert (home.st_uid, stat.S_IMODE(home.st_mode)) == (2001, 0o777)  # no sticky, setgid on the folder either
+    assert "ana/nosum: the backup records no checksum for it: skipped" in result.problems
+    assert any(p.startswith("ana/short: the backup copy has more than the 3 bytes recorded") for p in result.problems)
+    assert sorted(os.listdir(homes / "ana")) == ["rootshell"]
+
+
+def test_restore_refuses_a_home_owned_by_root_or_unknown(tmp_path):
+    data = b"x"
+    entry = {"kind": "file", "mode": 0o644, "uid": 2001, "gid": 2001, "mtime_ns": 0, "size": 1,
+             "sha256": hashlib.sha256(data).hexdigest()}
+    src = crafted_backup(tmp_path / "b", [{**entry, "path": "root/x"}, {**entry, "path": "ghost/x"}],
+                         {"root/x": data, "ghost/x": data})
+    (tmp_path / "homes/root").mkdir(parents=True)  # owned by root, as the test runs
+    result = restore_homes(src, tmp_path / "homes")
+    assert result.restored == ()
+    assert "root/ (1 entries): the home 'root' on this box belongs to root: skipped" in result.problems
+    assert "ghost/ (1 entries): no home 'ghost' on this box and no known student of that name: skipped" in result.problems
+    assert not (tmp_path / "homes/ghost").exists()
+
+
+@pytest.mark.parametrize("body, message", [
+    ("[]", "should hold an object, not list"),
+    ('{"mode": "mirror", "entries": [], "evil": 1}', "unknown keys: evil"),
+    ('{"version": 2}', "version 2"),
+    ('{"mode": "rsync"}', 'mode should be "mirror" or "archive"'),
+    ('{"entries": {}}', "entries should be a list"),
+    ("[" * 100000 + "]" * 100000, "not JSON"),
+    ("\xff", "not JSON"),
+])
+def test_manifest_that_is_not_one_is_a_clear_error(tmp_path, body, message):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / MANIFEST).write_bytes(body.encode("latin-1"))
+    with pytest.raises(BackupError, match=re.escape(message)):
+        restore_homes(tmp_path / "b", tmp_path / "new")
+    with pytest.raises(BackupError, match=re.escape(message)):
+        backup_homes(make_homes(tmp_path / "homes"), tmp_path / "b", archive=False)
+
+
+@pytest.mark.parametrize("raw, problem", [
+    ({"path": "a/x", "kind": "file", "mode": 0o644, "uid": 1, "gid": 1, "mtime_ns": 0, "evil": 1}, "unknown key 'evil'"),
+    ({"path": "a/x", "kind": "file", "mode": "0644", "uid": 1, "gid": 1, "mtime_ns": 0}, "mode should be a whole number"),
+    ({"path": "a/x", "kind": "file", "mode": 0o644, "uid": True, "gid": 1, "mtime_ns": 0}, "uid should be a whole number"),
+    ({"path": "a/x", "kind": "file", "mode": 0o644, "uid": -1, "gid": 1, "mtime_ns": 0}, "uid -1 is out of range"),
+    ({"path": "a/x", "kind": "device", "mode": 0o644, "uid": 1, "gid": 1, "mtime_ns": 0}, "kind 'device'"),
+    ({"path": "a/x", "kind": "file", "mode": 0o644, "uid": 1, "gid": 1}, "lacks mtime_ns"),
+    ({"path": "/etc/x", "kind": "file", "mode": 0o644, "uid": 1, "gid": 1, "mtime_ns": 0}, "unsafe path"),
+    ({"path": "a/x", "kind": "file", "mode": 0o644, "uid": 1, "gid": 1, "mtime_ns": 0, "sha256": "zz"}, "64 hex"),
+    ([1, 2], "should be an object, not list"),
+])
+def test_bad_manifest_entry_is_reported_and_skipped(tmp_path, raw, problem):
+    good = {"path": "ana/ok", "kind": "file", "mode": 0o644, "uid": 0, "gid": 0, "mtime_ns": 0, "size": 2,
+            "sha256": hashlib.sha256(b"ok").hexdigest()}
+    src = crafted_backup(tmp_path / "b", [raw, good], {"ana/ok": b"ok"})
+    result = restore_homes(src, tmp_path / "homes", owners={"ana": 2001, "a": 2002})
+    assert result.restored == ("ana/ok",)
+    assert len(result.problems) == 1 and result.problems[0].startswith("MANIFEST.json entry 1")
+    assert problem in result.problems[0] and result.problems[0].endswith(": skipped")
+
+
+def test_fifos_planted_in_a_backup_never_block(tmp_path):
+    """The stick worker used to hang for ever opening these."""
+    homes = make_homes(tmp_path / "homes")
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    os.mkfifo(dest / MANIFEST)
+    with pytest.raises(BackupError, match=r"MANIFEST.json is a named pipe \(FIFO\), not a regular file"):
+        backup_homes(homes, dest, archive=False)
+    os.unlink(dest / MANIFEST)
+    (dest / "homes/alice").mkdir(parents=True)
+    os.mkfifo(dest / "homes/alice/.notes.txt.conjuring-tmp")  # the old fixed temp name
+    result = backup_homes(homes, dest, archive=False)
+    assert "alice/notes.txt" in result.written
+    assert (dest / "homes/alice/notes.txt").read_bytes() == b"alice's notes\n"
+    os.unlink(dest / "homes/alice/notes.txt")
+    os.mkfifo(dest / "homes/alice/notes.txt")  # a FIFO where restore reads a file
+    result = restore_homes(dest, tmp_path / "new", owners=OWNERS)
+    assert any(p.startswith("alice/notes.txt: the backup copy cannot be read") and "FIFO" in p for p in result.problems)
+    assert "bob/run.sh" in result.restored

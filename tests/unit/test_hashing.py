@@ -217,3 +217,36 @@ def test_layer_order_is_the_renderers_order(base):
     config, _ = load_custom(base)
     rendered = render(config, "h")
     assert [name for name, _ in rendered.sections] == [name for name, _ in config_hashes(config, "").layers]
+
+
+def test_stream_digest_is_the_same_value_as_digest(tmp_path):
+    from conjuringd.hashing import StreamDigest, digest
+    (tmp_path / "f").write_bytes(b"x" * 3_000_001)
+    d = StreamDigest()
+    d.part("users.csv")
+    d.file(tmp_path / "f")
+    assert d.hexdigest() == digest("users.csv", b"x" * 3_000_001)  # snapshots hashed before keep their names
+
+
+def test_config_digest_and_mirror_tree_stream_big_files(tmp_path):
+    """A 64 MiB file is hashed and mirrored with a few MiB of memory, not 64."""
+    import tracemalloc
+    from conjuringd.adapters.hub_files import mirror_tree
+    from conjuringd.store import config_digest
+    folder = tmp_path / "custom" / "shared"
+    folder.mkdir(parents=True)
+    with open(folder / "big.bin", "wb") as f:
+        for _ in range(64):
+            f.write(os.urandom(2**20))
+    tracemalloc.start()
+    try:
+        config_digest(tmp_path / "custom")
+        _, peak_digest = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        assert mirror_tree(folder, tmp_path / "mirror") == 1
+        _, peak_mirror = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak_digest < 8 * 2**20 and peak_mirror < 8 * 2**20, (peak_digest, peak_mirror)
+    assert (tmp_path / "mirror/big.bin").read_bytes() == (folder / "big.bin").read_bytes()
+    assert mirror_tree(folder, tmp_path / "mirror") == 0

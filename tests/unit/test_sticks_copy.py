@@ -1,5 +1,6 @@
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -101,15 +102,16 @@ def test_sparse_file_within_limit_stays_sparse(tmp_path):
 
 def test_too_many_files_refuses_the_whole_tree(tmp_path):
     src = tree(tmp_path / "src", {f"f{i}": b"." for i in range(11)})
-    with pytest.raises(TreeTooLarge, match="11 files"):
+    with pytest.raises(TreeTooLarge, match="more than the limit of 10 "):
         safe_copy(src, tmp_path / "dst", CopyLimits(max_files=10))
     assert not (tmp_path / "dst").exists()
 
 
 def test_too_many_bytes_refuses_the_whole_tree(tmp_path):
-    src = tree(tmp_path / "src", {"a": b"x" * 600, "b": b"y" * 600})
-    with pytest.raises(TreeTooLarge, match="1200 bytes"):
-        safe_copy(src, tmp_path / "dst", CopyLimits(max_bytes=1000))
+    src = tree(tmp_path / "src", {"a": b"x" * 60000, "b": b"y" * 60000})
+    with pytest.raises(TreeTooLarge, match=r"^1\d{5} bytes would be imported, more than the limit of 100000"):
+        safe_copy(src, tmp_path / "dst", CopyLimits(max_bytes=100000))
+    assert not (tmp_path / "dst").exists()
 
 
 def test_non_utf8_names(tmp_path):
@@ -204,3 +206,101 @@ def test_junk_from_other_systems_is_skipped_silently(tmp_path):
     assert safe_copy(src, tmp_path / "dst", CopyLimits()) == []
     got = sorted(p.relative_to(tmp_path / "dst").as_posix() for p in (tmp_path / "dst").rglob("*") if p.is_file())
     assert got == ["shared/.hidden.txt", "users.csv"]
+
+
+def test_max_files_counts_folders_and_links_too(tmp_path):
+    src = tmp_path / "src"
+    for i in range(2):
+        (src / f"d{i}").mkdir(parents=True)
+        (src / f"d{i}" / "l").symlink_to("/etc/passwd")
+        (src / f"l{i}").symlink_to("/etc/passwd")
+    with pytest.raises(TreeTooLarge, match="more than 5 entries") as raised:  # 2 folders + 4 links, no file
+        safe_copy(src, tmp_path / "dst", CopyLimits(max_files=5))
+    assert {r.path for r in raised.value.refusals} == {"d0/l", "d1/l", "l0"}  # refused before the limit: named
+    assert not (tmp_path / "dst").exists()
+
+
+def deep_tree(root: Path, depth: int) -> None:
+    """root/d/d/d/... `depth` folders deep, built relative to descriptors (the path is longer than PATH_MAX)."""
+    root.mkdir()
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for level in range(depth):
+        if level == 5:
+            with open(os.open("shallow.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
+                f.write(b"at level 5")
+        os.mkdir("d", dir_fd=fd)
+        sub = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = sub
+    os.close(fd)
+
+
+def remove_deep(root: Path) -> None:
+    """rm -r for a tree deeper than shutil.rmtree (recursive in Python 3.11) can remove."""
+    subprocess.run(["rm", "-rf", str(root)], check=True)
+
+
+@pytest.fixture
+def deep_src(tmp_path):
+    deep_tree(tmp_path / "src", 1500)  # the recursive walk raised RecursionError at about 1000
+    yield tmp_path / "src"
+    remove_deep(tmp_path / "src")
+
+
+def test_deep_tree_is_walked_iteratively_and_cut_at_the_depth_limit(tmp_path, deep_src):
+    refusals = safe_copy(tmp_path / "src", tmp_path / "dst", CopyLimits(max_depth=64))
+    assert len(refusals) == 1 and refusals[0].path == "/".join(["d"] * 65)
+    assert "nested more than 64 levels deep" in refusals[0].reason
+    assert (tmp_path / "dst" / Path(*["d"] * 5) / "shallow.txt").read_bytes() == b"at level 5"
+    fd = os.open(tmp_path / "dst", os.O_RDONLY | os.O_DIRECTORY)
+    depth = 0
+    while "d" in os.listdir(fd):
+        sub = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd, depth = sub, depth + 1
+    os.close(fd)
+    assert depth == 64
+
+
+def hostile_shared(src: Path, sparse: int) -> None:
+    tree(src, {"users.csv": b"name,password,admin\nana,pw,\n", "shared/welcome.txt": b"hello"})
+    (src / "shared" / "passwords").symlink_to("/etc/shadow")
+    (src / "shared" / "etc").symlink_to("/etc")
+    os.mkfifo(src / "shared" / "pipe")
+    with open(src / "shared" / "huge.bin", "wb") as f:
+        f.truncate(sparse)
+
+
+def test_one_file_too_big_is_one_refused_file_and_every_refusal_is_named(tmp_path):
+    hostile_shared(tmp_path / "src", 2 * 1024**3)  # exactly the default total limit, over the per-file one
+    refusals = {r.path: r.reason for r in safe_copy(tmp_path / "src", tmp_path / "dst", CopyLimits())}
+    assert refusals["shared/huge.bin"].startswith("2147483648 bytes (0 bytes on disk: a sparse file), more than the limit for one file")
+    assert "symbolic link to '/etc/shadow'" in refusals["shared/passwords"]
+    assert "symbolic link to '/etc'" in refusals["shared/etc"]
+    assert "FIFO" in refusals["shared/pipe"]
+    assert sorted(os.listdir(tmp_path / "dst/shared")) == ["welcome.txt"]
+
+
+def test_over_the_total_the_refusal_still_names_every_refused_entry(tmp_path):
+    hostile_shared(tmp_path / "src", 10)
+    (tmp_path / "src/shared/big1.txt").write_bytes(b"x" * 120000)
+    (tmp_path / "src/shared/big2.txt").write_bytes(b"x" * 120000)
+    with pytest.raises(TreeTooLarge, match="bytes would be imported") as raised:
+        safe_copy(tmp_path / "src", tmp_path / "dst", CopyLimits(max_bytes=200000))
+    assert {r.path for r in raised.value.refusals} == {"shared/passwords", "shared/etc", "shared/pipe"}
+    assert not (tmp_path / "dst").exists()
+
+
+def test_a_file_that_grows_after_the_scan_is_not_copied(tmp_path, monkeypatch):
+    from conjuringd.sticks import copy as copy_mod
+    src = tree(tmp_path / "src", {"shared/a.txt": b"small"})
+    real = copy_mod.scan_tree
+
+    def scan_then_grow(fd, limits):
+        scan = real(fd, limits)
+        (src / "shared/a.txt").write_bytes(b"much bigger now" * 1000)  # limits were checked on the old size
+        return scan
+
+    monkeypatch.setattr(copy_mod, "scan_tree", scan_then_grow)
+    with pytest.raises(OSError, match="changed while copying"):
+        safe_copy(src, tmp_path / "dst", CopyLimits())

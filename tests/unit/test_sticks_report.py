@@ -52,3 +52,49 @@ def test_write_atomic_replaces(tmp_path):
     write_atomic(target, "neu ü\r\n".encode())
     assert target.read_bytes() == "neu ü\r\n".encode()
     assert [p.name for p in tmp_path.iterdir()] == ["REPORT.txt"]
+
+
+def test_write_atomic_never_opens_what_the_stick_planted(tmp_path):
+    """A FIFO under the old fixed temp name blocked the stick worker for ever; a link at the report's
+    own name is replaced, never followed."""
+    import os
+    os.mkfifo(tmp_path / ".REPORT.txt.tmp")
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / "REPORT.txt").symlink_to(victim)
+    write_atomic(tmp_path / "REPORT.txt", b"the report")
+    assert (tmp_path / "REPORT.txt").read_bytes() == b"the report" and not (tmp_path / "REPORT.txt").is_symlink()
+    assert victim.read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".REPORT.txt.tmp", "REPORT.txt", "victim"]  # no temp left
+
+
+def test_temp_names_are_random_and_exclusive(tmp_path, monkeypatch):
+    import os
+    from conjuringd.sticks import safewrite
+    names = iter([".r.planted.conjuring-tmp", ".r.fresh.conjuring-tmp"])
+    monkeypatch.setattr(safewrite, "temp_name", lambda name: next(names))
+    os.mkfifo(tmp_path / ".r.planted.conjuring-tmp")
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd, tmp = safewrite.create_temp(dir_fd, "r")
+        os.close(fd)
+    finally:
+        os.close(dir_fd)
+    assert tmp == ".r.fresh.conjuring-tmp"
+    monkeypatch.undo()
+    assert safewrite.temp_name("r") != safewrite.temp_name("r")
+
+
+def test_open_regular_refuses_fifo_link_and_folder_without_blocking(tmp_path):
+    import os
+    import pytest
+    from conjuringd.sticks.safewrite import open_regular
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "link").symlink_to("/etc/passwd")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(OSError, match=r"pipe is a named pipe \(FIFO\), not a regular file"):
+        open_regular(tmp_path / "pipe")
+    with pytest.raises(OSError, match="link is a symbolic link: not followed"):
+        open_regular(tmp_path / "link")
+    with pytest.raises(OSError, match="dir is a folder, not a regular file"):
+        open_regular(tmp_path / "dir")
