@@ -26,17 +26,21 @@ HUB = "conjuring"  # the daemon's own container name
 PORT = 8989
 BASE = f"http://127.0.0.1:{PORT}"
 PROXY_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+CA_NAME = "classroom-proxy-ca.crt"
+LESSON = "lesson-one.txt"
 STUDENT = ("kid1", "kid1-pass-2026")
 HOME_MARKER = b"HOMEWORK-OF-A-FORMER-STUDENT-7c2e91"  # inside a home on the box, never on a hostile stick
 
 
 def classroom_custom(custom: Path) -> Path:
-    """The shipped configuration trusting this machine's CAs (the product's certs/ feature), as the e2e test
-    uses it: its hub image is the cached one."""
+    """The shipped configuration trusting this machine's CAs (the product's certs/ feature). Every name is
+    one a FAT stick shows as it is (not 8.3, so a long name is stored): the same configuration on ext4 and
+    FAT is the same hub image and the same files."""
     shutil.copytree(REPO / "custom", custom)
+    (custom / "home_default" / "README.md").rename(custom / "home_default" / "read-me-first.md")
     if PROXY_CA.exists():
         (custom / "certs").mkdir(exist_ok=True)
-        shutil.copy(PROXY_CA, custom / "certs" / "host-ca.crt")
+        shutil.copy(PROXY_CA, custom / "certs" / CA_NAME)
     return custom
 
 
@@ -47,7 +51,7 @@ def teacher_tree(root: Path) -> Path:
     custom = classroom_custom(root / "conjuring" / "custom")
     with open(custom / "users.csv", "a") as users:
         users.write(f"{STUDENT[0]},{STUDENT[1]},\n")
-    (custom / "shared" / "lesson1.txt").write_text("Lesson 1: variables\n")
+    (custom / "shared" / LESSON).write_text("Lesson 1: variables\n")
     return root
 
 
