@@ -256,9 +256,9 @@ def archive_members(data: bytes) -> list[bytes]:
 def deep_tree(top: Path, depth: int) -> None:
     """`top/d/d/d/...` `depth` folders deep, with a file at the bottom."""
     path = top
-    for _ in range(depth):
+    for _ in range(depth):  # one level at a time: Path.mkdir(parents=True) recurses once per level
         path = path / "d"
-    path.mkdir(parents=True)
+        path.mkdir()
     (path / "bottom.txt").write_text("the bottom\n")
 
 
