@@ -31,6 +31,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,6 +65,8 @@ def box(tmp_path_factory, udevd):
         yield box
     finally:
         box.close()
+        # the 1000-deep trees are too deep for shutil.rmtree (recursive), which pytest uses to clean up
+        subprocess.run(["rm", "-rf", str(box.root / "trees")], check=False)
 
 
 def back_to_teacher(box: Box) -> None:
@@ -75,7 +78,8 @@ def back_to_teacher(box: Box) -> None:
 
 def hostile(box: Box, name: str) -> Path:
     """A student's stick: a copy of the teacher's (it was left on a desk), to be made hostile."""
-    return teacher_tree(box.root / "trees" / name)
+    (box.root / "trees").mkdir(exist_ok=True)
+    return teacher_tree(Path(tempfile.mkdtemp(prefix=f"{name}-", dir=box.root / "trees")))
 
 
 def custom_of(tree: Path) -> Path:
@@ -116,8 +120,8 @@ def stick_home_dir_secrets(box: Box) -> Path:
 
 
 def stick_empty_custom(box: Box) -> Path:
-    tree = box.root / "trees" / "empty"
-    shutil.rmtree(tree, ignore_errors=True)
+    (box.root / "trees").mkdir(exist_ok=True)
+    tree = Path(tempfile.mkdtemp(prefix="empty-", dir=box.root / "trees"))
     (tree / "conjuring" / "custom").mkdir(parents=True)
     (tree / "conjuring" / "home_backup").mkdir()
     return box.image("empty", tree, fat=True)
@@ -328,7 +332,7 @@ def test_home_dir_root_and_hub_code_get_no_host_root(box):
     image = stick_home_dir_root(box)
     report = box.plug(image, timeout=600).report
     assert re.search(r"conjuring\.toml.*warning.*home_dir", report), report
-    box.wait_serving(config_digest(box.root / "trees/rootdir/conjuring/custom"))
+    box.wait_serving(config_digest(next((box.root / "trees").glob("rootdir-*")) / "conjuring" / "custom"))
     # the stick's hub code ran (srv/ is the teacher's to set), but inside the container, on the homes folder
     served = box.serving(before, same_config=False, same_container=False)
     assert served.mounts["/home"] == (str(box.home), True)
