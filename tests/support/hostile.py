@@ -167,8 +167,20 @@ class Box:
             assert served.container == before.container, "the hub container was replaced"
         assert served.mounts == before.mounts, f"the hub's mounts changed:\n{before.mounts}\n{served.mounts}"
         assert status.get("active_config") == now.get("active_config")
-        assert login(*STUDENT, base=BASE), "the student cannot log in"
+        self.student_logs_in()
         return served
+
+    def student_logs_in(self, timeout: float = 90) -> None:
+        """A student logs in (a hub that was just started may take a few seconds to listen)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                login(*STUDENT, base=BASE)
+                return
+            except (OSError, AssertionError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
 
     def secrets(self) -> list[bytes]:
         """What must never leave the box: the host's account files, the box's tokens and keys, a student's homework."""
