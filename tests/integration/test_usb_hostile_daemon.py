@@ -39,7 +39,7 @@ import pytest
 
 from conjuringd.store import config_digest
 from tests.support.docker import DOCKER, require_docker
-from tests.support.hostile import CA_NAME, HUB, Box, deep_tree, entry_count, set_toml, teacher_tree
+from tests.support.hostile import CA_NAME, HUB, Box, deep_tree, entry_count, remove_tree, set_toml, teacher_tree
 from tests.support.udev import udevd
 
 pytestmark = [pytest.mark.docker, pytest.mark.udev, pytest.mark.slow]
@@ -66,7 +66,7 @@ def box(tmp_path_factory, udevd):
     finally:
         box.close()
         # the 1000-deep trees are too deep for shutil.rmtree (recursive), which pytest uses to clean up
-        subprocess.run(["rm", "-rf", str(box.root / "trees")], check=False)
+        remove_tree(box.root / "trees")
 
 
 def back_to_teacher(box: Box) -> None:

@@ -238,7 +238,7 @@ def read_report(image: Path) -> str:
 
 def stick_files(image: Path, scratch: Path) -> dict[str, bytes]:
     """Every regular file on the stick image, read back with debugfs (ext4) or mtools (FAT)."""
-    shutil.rmtree(scratch, ignore_errors=True)
+    remove_tree(scratch)
     scratch.mkdir(parents=True)
     if is_fat(image):
         subprocess.run(["mcopy", "-s", "-n", "-i", str(image), "::*", str(scratch)], capture_output=True, env=MTOOLS_ENV)
@@ -250,8 +250,13 @@ def stick_files(image: Path, scratch: Path) -> dict[str, bytes]:
             path = Path(dirpath) / name
             if path.is_file() and not path.is_symlink():
                 files[path.relative_to(scratch).as_posix()] = path.read_bytes()
-    shutil.rmtree(scratch, ignore_errors=True)
+    remove_tree(scratch)
     return files
+
+
+def remove_tree(path: Path) -> None:
+    """rm -rf: a hostile stick's 1000-deep tree is too deep for shutil.rmtree, which recurses."""
+    subprocess.run(["rm", "-rf", str(path)], check=True)
 
 
 def archive_members(data: bytes) -> list[bytes]:
