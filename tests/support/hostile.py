@@ -245,11 +245,10 @@ def stick_files(image: Path, scratch: Path) -> dict[str, bytes]:
     else:
         subprocess.run(["debugfs", "-R", f"rdump / {scratch}", str(image)], capture_output=True)
     files = {}
-    for dirpath, _, names in os.walk(scratch):
-        for name in names:
-            path = Path(dirpath) / name
-            if path.is_file() and not path.is_symlink():
-                files[path.relative_to(scratch).as_posix()] = path.read_bytes()
+    listed = subprocess.run(["find", str(scratch), "-type", "f", "-print0"], capture_output=True, check=True).stdout
+    for name in filter(None, listed.split(b"\0")):  # os.walk recurses too: find walks the deep tree
+        path = Path(os.fsdecode(name))
+        files[path.relative_to(scratch).as_posix()] = path.read_bytes()
     remove_tree(scratch)
     return files
 
