@@ -88,8 +88,8 @@ def container_logs(tail: int | None = None) -> str:
     return done.stdout + done.stderr
 
 
-def login(user: str, password: str) -> HubSession:
-    session = HubSession(BASE, timeout=120)  # the machine may be busy with other work
+def login(user: str, password: str, base: str = BASE) -> HubSession:
+    session = HubSession(base, timeout=120)  # the machine may be busy with other work
     assert session.login(user, password) == 302, f"{user} could not log in"
     return session
 
