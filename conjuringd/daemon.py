@@ -52,6 +52,9 @@ def seed_local_config(paths: Paths) -> None:
         return
     paths.config_dir.mkdir(parents=True, exist_ok=True)
     shutil.copytree(paths.default_custom, paths.local_custom, symlinks=True)
+    users = paths.local_custom / "users.csv"
+    if users.is_file() and not users.is_symlink():
+        users.chmod(0o600)  # the teacher's passwords: root-only, as in the snapshots
     log.info("seeded_local_config", source=str(paths.default_custom), path=str(paths.local_custom))
 
 

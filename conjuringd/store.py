@@ -4,6 +4,9 @@ Import = copy into a private temp folder, validate the copy, hash it, rename it
 to `configs/<hash>/`, then flip `active` in state.json (atomic write). Anything
 that fails or is interrupted before the flip leaves the previous active
 configuration exactly as it was.
+
+Snapshots hold the teacher's clear-text users.csv: `configs/` and every
+snapshot folder are root-only (0700), their files read-only (0400).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from conjuringd.state import StateFile
 log = structlog.get_logger(__name__)
 
 EXCLUDED_TOP = frozenset({"home_backup"})  # a stick's backup request is not configuration
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o400
 CopyHook = Callable[[Path], None]  # called before each file is copied (tests inject faults)
 
 
@@ -68,8 +72,9 @@ class SnapshotStore:
 
     def import_folder(self, source_dir: Path, source: dict) -> ImportOutcome:
         """Validate and activate a copy of `source_dir`. Blocking: run it in an executor."""
-        self.paths.configs.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=self.paths.configs))
+        self.paths.configs.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+        os.chmod(self.paths.configs, PRIVATE_DIR)
+        tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=self.paths.configs))  # 0700 from the start
         try:
             self._copy_tree(Path(source_dir), tmp)
             config, problems = load_custom(tmp, self.machine.current())
@@ -100,10 +105,7 @@ class SnapshotStore:
         final = self.snapshot_dir(config_hash)
         if final.exists():
             return  # identical content, imported before: reuse it
-        for root, dirs, files in os.walk(tmp):
-            for name in files:
-                os.chmod(os.path.join(root, name), 0o444)
-        os.chmod(tmp, 0o755)
+        _make_private(tmp)
         os.rename(tmp, final)
         fsync_dir(self.paths.configs)
 
@@ -136,13 +138,27 @@ class SnapshotStore:
         return removed
 
     def clean_leftovers(self) -> None:
-        """Remove temp folders of imports that were interrupted (crash, power loss)."""
+        """Remove temp folders of imports that were interrupted (crash, power loss); make snapshots
+        published by older versions (0444 files in 0755 folders) root-only."""
         if self.paths.configs.is_dir():
+            os.chmod(self.paths.configs, PRIVATE_DIR)
             for leftover in self.paths.configs.glob(".*"):
                 _rmtree_readonly(leftover)
+            for snapshot in self.snapshots():
+                _make_private(snapshot)
+
+
+def _make_private(folder: Path) -> None:
+    """Folders 0700, files 0400, below and including `folder` (links are not followed)."""
+    for root, dirs, files in os.walk(folder):
+        os.chmod(root, PRIVATE_DIR)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, PRIVATE_FILE)
 
 
 def _rmtree_readonly(path: Path) -> None:
     for root, dirs, files in os.walk(path):
-        os.chmod(root, 0o755)
+        os.chmod(root, PRIVATE_DIR)
     shutil.rmtree(path, ignore_errors=True)

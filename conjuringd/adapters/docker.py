@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets as secrets_mod
 import shutil
 import time
@@ -205,7 +206,9 @@ class DockerHub(HubHealth):
         self._write_files(desired)
         run = self.hub_dir / "run" / desired.hashes.restart
         write_atomic(run / "settings.json", json.dumps(hub_settings(desired.settings.hub)).encode())
-        write_atomic(run / "srv" / "jupyterhub_config.py", desired.config.hub_config)
+        # the teacher's configuration may hold secrets: root-only in the container as on the host
+        write_atomic(run / "srv" / "jupyterhub_config.py", desired.config.hub_config, 0o600)
+        os.chmod(run / "srv", 0o700)
         data = self.hub_dir / "data"
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
         homes = Path(desired.settings.hub.home_dir or self.paths.home)

@@ -63,12 +63,13 @@ def test_enforce_ends_a_real_process_over_the_limit(tmp_path):
         hog.kill()
 
 
-def test_cpu_used_counts_only_what_ran_since_the_last_look():
-    before = {1: 10.0, 2: 5.0, 3: 1.0}
+def test_cpu_used_counts_what_every_process_of_a_student_ran_since_the_last_look():
+    before = {1: 10.0, 2: 5.0, 3: 1.0, 5: 400.0}
     procs = [Proc(1, 2001, 0, "ipykernel", cpu=14.0), Proc(2, 2001, 0, "jupyterhub-singleuser", cpu=5.5),
-             Proc(3, 2002, 0, "ipykernel", cpu=1.5), Proc(4, 2001, 0, "ipykernel", cpu=99.0),  # new: from now
+             Proc(3, 2002, 0, "yes", cpu=1.5), Proc(4, 2001, 0, "/bin/bash", cpu=2.0),  # new: all it used
              Proc(5, 0, 0, "jupyterhub", cpu=500.0)]
-    assert memguard.cpu_used(before, procs, min_uid=2000) == {2001: 4.5, 2002: 0.5}
+    assert memguard.cpu_used(before, procs, min_uid=2000) == {2001: 6.5, 2002: 0.5}
+    assert memguard.cpu_used(None, procs, min_uid=2000) == {}  # the first look only measures
 
 
 @pytest.mark.parametrize("used,ran_for,expected", [
@@ -81,10 +82,12 @@ def test_pause_holds_the_average_to_the_limit(used, ran_for, expected):
     assert memguard.pause_for(used, ran_for, cpus=0.25, interval=3.0) == pytest.approx(expected)
 
 
-def test_a_busy_student_kernel_is_held_to_its_cpu_limit():
+@pytest.mark.parametrize("argv", [[sys.executable, "-c", "while True: pass", "ipykernel_launcher"], ["yes"]],
+                         ids=["kernel", "not-a-kernel"])
+def test_a_busy_student_process_is_held_to_its_cpu_limit(argv):
     if os.getuid() != 0:
         pytest.skip("needs root to run a process as another uid")
-    spin = subprocess.Popen([sys.executable, "-c", "while True: pass", "ipykernel_launcher"], user=65001)
+    spin = subprocess.Popen(argv, user=65001, stdout=subprocess.DEVNULL)
     try:
         time.sleep(0.5)
         start = [p for p in memguard.read_procs() if p.pid == spin.pid][0].cpu

@@ -35,7 +35,8 @@ def test_import_publishes_a_readonly_snapshot_and_flips_the_pointer(paths, folde
     assert outcome.result == "applied"
     snapshot = store.snapshot_dir(outcome.config_hash)
     assert tree(snapshot) == tree(folder)
-    assert all(not (p.stat().st_mode & 0o222) for p in snapshot.rglob("*") if p.is_file())
+    assert all(p.stat().st_mode & 0o777 == 0o400 for p in snapshot.rglob("*") if p.is_file())
+    assert all(p.stat().st_mode & 0o777 == 0o700 for p in [paths.configs, snapshot, *snapshot.rglob("*")] if p.is_dir())
     state = store.state.read()
     assert state.active == outcome.config_hash == config_digest(folder)
     assert state.active_source["kind"] == "local"
@@ -119,3 +120,14 @@ def test_digest_ignores_mtimes_and_excludes_home_backup(folder):
     (folder / "home_backup").mkdir()
     (folder / "home_backup" / "ana.tar").write_bytes(b"x" * 10)
     assert config_digest(folder) == before
+
+
+def test_snapshots_published_world_readable_before_are_made_root_only(paths, folder):
+    store = SnapshotStore(paths)
+    snapshot = store.snapshot_dir(store.import_folder(folder, {"kind": "local"}).config_hash)
+    for path in [paths.configs, snapshot, *snapshot.rglob("*")]:  # as an older version left them
+        path.chmod(0o755 if path.is_dir() else 0o444)
+    store.clean_leftovers()
+    assert (snapshot / "users.csv").stat().st_mode & 0o777 == 0o400
+    assert snapshot.stat().st_mode & 0o777 == 0o700 and paths.configs.stat().st_mode & 0o777 == 0o700
+    assert tree(snapshot) == tree(folder)

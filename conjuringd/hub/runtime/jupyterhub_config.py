@@ -5,8 +5,10 @@ against the run-time users file (users.csv's passwords, which the teacher
 already holds in clear), re-read at each login so users.csv changes apply
 without a restart. Not through PAM: its yescrypt hash costs 36 ms of CPU per
 login, one login at a time, which a class logging in at once queues behind
-(1.1 s for the 30th student). Wrong passwords are answered slower and slower
-per name instead (up to 5 s), which slows guessing far more than the hash did.
+(1.1 s for the 30th student). Instead every attempt waits for its turn before
+its password is compared (login_throttle.py): a growing delay per name after
+wrong passwords, and a bounded rate for the whole hub, so parallel guessing
+waits in line, and existing and unknown names take the same time to fail.
 """
 
 import asyncio
@@ -15,11 +17,16 @@ import hmac
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from jupyterhub.auth import Authenticator
+from tornado import web
 
 c = get_config()  # noqa: F821 (provided by JupyterHub)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from login_throttle import Busy, LoginThrottle  # noqa: E402 - beside this file in the image
 
 SECRETS = Path("/run/conjuring/secrets")
 HUB = Path("/run/conjuring/hub")
@@ -43,18 +50,23 @@ def _digest(text):
 class ConjuringAuthenticator(Authenticator):
     """The accounts of users.csv (and the daemon's probe account) with their users.csv passwords."""
 
-    failures = {}  # name -> wrong passwords in a row (one hub process)
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.throttle = LoginThrottle()
 
     async def authenticate(self, handler, data):
-        name, password = data.get("username", ""), data.get("password", "")
+        name, password = str(data.get("username", ""))[:256], str(data.get("password", ""))
+        try:
+            at = self.throttle.turn(name, time.monotonic())
+        except Busy as busy:  # refused before anything is compared: the answer tells nothing
+            raise web.HTTPError(429, str(busy)) from None
+        await asyncio.sleep(max(0.0, at - time.monotonic()))
         account = _accounts().get(name)
         expected = account["password"] if account else os.urandom(16).hex()  # same work for unknown names
         if hmac.compare_digest(_digest(expected), _digest(password)) and account:
-            self.failures.pop(name, None)
+            self.throttle.succeeded(name, time.monotonic())
             return {"name": name, "admin": bool(account["admin"])}
-        if account:  # only names that exist are counted: guessing names cannot grow this table
-            self.failures[name] = self.failures.get(name, 0) + 1
-        await asyncio.sleep(min(5.0, 0.25 * 2 ** self.failures.get(name, 2)))
+        self.throttle.failed(name, time.monotonic())
         return None
 
     def check_allowed(self, username, authentication=None):
@@ -73,7 +85,6 @@ c.JupyterHub.db_url = f"sqlite:///{DATA}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = str(DATA / "jupyterhub_cookie_secret")
 c.ConfigurableHTTPProxy.pid_file = "/tmp/jupyterhub-proxy.pid"
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from queued_spawner import QueuedSpawner  # noqa: E402 - beside this file in the image
 
 # A class logging in at once is queued (the spawn-pending page shows each student's place), never refused:

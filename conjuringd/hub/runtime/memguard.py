@@ -7,10 +7,16 @@ student's UID:
   the fork server and other students count in part) is over `--limit`, it ends that
   student's kernels, biggest first, until the rest fits; only when no kernel is
   left does it stop the student's server itself;
-- CPU: when a student used more than `--cpus` CPUs over the last interval, their
-  kernels are paused (SIGSTOP) for the excess and then resumed, so on average
-  they get what the limit says.
+- CPU: when a student used more than `--cpus` CPUs over the last interval (all
+  their processes: kernels, terminals, anything they started), all their
+  processes are paused (SIGSTOP) for the excess and then resumed, so on average
+  they get what the limit says. A process that was not there at the last look
+  counts with all the CPU it has used; one that starts and ends between two
+  looks is not seen.
 Other students never pay for one student's runaway notebook. Runs as root.
+
+The container has no cgroup of its own to split (Docker mounts /sys/fs/cgroup
+read-only), hence signals rather than cgroup limits.
 """
 
 from __future__ import annotations
@@ -66,18 +72,20 @@ def choose_victims(procs: list[Proc], limit: int, min_uid: int) -> list[Proc]:
     return victims
 
 
-def cpu_used(before: dict[int, float], procs: list[Proc], min_uid: int) -> dict[int, float]:
-    """CPU-seconds each student (uid) used since the last look (`before`: pid -> CPU-seconds then);
-    processes not seen then count from now."""
+def cpu_used(before: dict[int, float] | None, procs: list[Proc], min_uid: int) -> dict[int, float]:
+    """CPU-seconds each student (uid) used since the last look (`before`: pid -> CPU-seconds then, None at
+    the first look, which only measures); a process not seen then counts all it has used."""
     used: dict[int, float] = {}
+    if before is None:
+        return used
     for proc in procs:
-        if proc.uid >= min_uid and proc.pid in before:
-            used[proc.uid] = used.get(proc.uid, 0.0) + max(0.0, proc.cpu - before[proc.pid])
+        if proc.uid >= min_uid:
+            used[proc.uid] = used.get(proc.uid, 0.0) + max(0.0, proc.cpu - before.get(proc.pid, 0.0))
     return used
 
 
 def pause_for(used: float, ran_for: float, cpus: float, interval: float) -> float:
-    """How long to pause a student's kernels in the next interval.
+    """How long to pause a student's processes in the next interval.
 
     `used` CPU-seconds over `ran_for` seconds unpaused is their demand; pausing for
     p leaves them `interval - p` seconds, in which they use `demand * (interval - p)`,
@@ -153,8 +161,8 @@ def _signal_all(pids: list[int], sig: int) -> None:
 
 
 def throttle(procs: list[Proc], pauses: dict[int, float]) -> None:
-    """Pause each over-limit student's kernels for their pause, then resume them all."""
-    schedule = sorted((pause, [p.pid for p in procs if p.uid == uid and p.is_kernel]) for uid, pause in pauses.items())
+    """Pause every process of each over-limit student for their pause, then resume them all."""
+    schedule = sorted((pause, [p.pid for p in procs if p.uid == uid]) for uid, pause in pauses.items())
     stopped = [pid for pause, pids in schedule if pause > 0 for pid in pids]
     if not stopped:
         return
@@ -170,7 +178,7 @@ def throttle(procs: list[Proc], pauses: dict[int, float]) -> None:
 
 
 def run(limit: int | None, cpus: float | None, min_uid: int, interval: float, rounds: int | None = None) -> None:
-    before: dict[int, float] = {}
+    before: dict[int, float] | None = None
     pauses: dict[int, float] = {}
     while rounds is None or rounds > 0:
         rounds = None if rounds is None else rounds - 1

@@ -3,11 +3,12 @@
 
 Runs as root inside the hub container: at start (from the entrypoint) and live
 (`docker exec ... provision.py --api`). Accounts it manages carry the GECOS
-marker "conjuring"; others are never touched. Passwords go to chpasswd on
-stdin only and are never printed.
+marker "conjuring"; others are never touched. Their system passwords stay
+locked ("!" in /etc/shadow): users.csv's passwords are checked by JupyterHub
+alone (jupyterhub_config.py), so no student can `su` to another with the other's
+class password, and no hash of a password is kept in the container.
 """
 
-import hashlib
 import json
 import os
 import pwd
@@ -22,21 +23,24 @@ SECRETS = Path(os.environ.get("CONJURING_SECRETS", "/run/conjuring/secrets"))
 SKEL = Path("/srv/conjuring/home_default")
 HOMES = Path("/home")
 STATE = Path("/var/lib/conjuring-provision.json")
+SHADOW = Path("/etc/shadow")
 MARK = "conjuring"
 API = "http://127.0.0.1:8081/hub/api"
 
 
 def load_state():
     try:
-        return json.loads(STATE.read_text())
-    except (OSError, ValueError):
-        return {"passwords": {}, "locked": []}
+        return {"locked": list(json.loads(STATE.read_text()).get("locked", []))}  # older states also held password digests
+    except (OSError, ValueError, AttributeError):
+        return {"locked": []}
 
 
 def save_state(state):
     tmp = STATE.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    os.chmod(tmp, 0o600)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # root-only from its first byte
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(state))
     os.replace(tmp, STATE)
 
 
@@ -75,18 +79,17 @@ def ensure_home(user):
         os.lchown(link, uid, uid)
 
 
-def fingerprint(user):
-    return hashlib.sha256(f"{user['name']}\0{user['password']}".encode()).hexdigest()
-
-
-def set_passwords(users, state):
-    changed = [u for u in users if state["passwords"].get(u["name"]) != fingerprint(u)]
-    if changed:
-        data = "".join(f"{u['name']}:{u['password']}\n" for u in changed)
-        subprocess.run(["chpasswd"], input=data.encode(), check=True)
-        for u in changed:
-            state["passwords"][u["name"]] = fingerprint(u)
-    return [u["name"] for u in changed]
+def lock_passwords(names):
+    """Make the system password of each of `names` exactly "!" (locked, no hash kept); returns those changed."""
+    fields = {}
+    for line in SHADOW.read_text().splitlines():
+        parts = line.split(":")
+        if len(parts) > 1:
+            fields[parts[0]] = parts[1]
+    changed = [name for name in sorted(names) if name in fields and fields[name] != "!"]
+    for name in changed:
+        subprocess.run(["usermod", "-p", "!", name], check=True)
+    return changed
 
 
 def managed_names():
@@ -136,7 +139,7 @@ def main(argv):
     if probe:
         ensure_account(probe, shell="/usr/sbin/nologin", home="/nonexistent")
     accounts = users + ([probe] if probe else [])
-    summary["passwords_set"] = len(set_passwords(accounts, state))
+    summary["passwords_locked"] = len(lock_passwords(u["name"] for u in accounts))
     removed = sorted(managed_names() - wanted - ({probe["name"]} if probe else set()))
     for name in removed:
         if name not in state["locked"]:
@@ -144,7 +147,7 @@ def main(argv):
             state["locked"].append(name)
             summary["locked"].append(name)
     for name in [n for n in state["locked"] if n in wanted]:
-        subprocess.run(["usermod", "-U", "-e", "", name], check=True)
+        subprocess.run(["usermod", "-e", "", name], check=True)  # no longer expired; the password stays locked
         state["locked"].remove(name)
         summary["unlocked"].append(name)
     save_state(state)
