@@ -278,6 +278,9 @@ def become(account: pwd.struct_passwd, request: dict, fds: list[int]) -> int | N
             break
         except (OSError, TypeError):
             continue
+    import conjuring_homepaths  # here, not at the top: a separate concern, loaded by each child
+
+    conjuring_homepaths.settle(request["kind"], request["argv"])  # what the imports fixed from root's HOME, now from the student's
     return lifeline
 
 
@@ -316,7 +319,7 @@ def run_kernel(argv: list[str], lifeline: int | None) -> int:
     if lifeline is not None:
         threading.Thread(target=_exit_when_closed, args=(lifeline,), daemon=True, name="lifeline").start()
     sys.argv = ["ipykernel_launcher", *argv[3:]]
-    sys.path[0] = os.getcwd()
+    del sys.path[0]  # the folder `python -m` put first, which ipykernel_launcher removes (IPython adds '' later)
     kernelapp.launch_new_instance()
     return 0
 
