@@ -251,6 +251,7 @@ def test_stuck_stick_is_abandoned_the_next_is_applied_and_stop_does_not_hang(tmp
         nxt.mkdir(parents=True)
         (nxt / "users.csv").write_text("name,password,admin\nnext,pw-123456,\n")  # 1 file: the debug pause is at the 3rd
         device = loops.attach(make_ext4_stick(tmp_path / "usb-next.img", tmp_path / "t2"))
+        enrol_when_refused(daemon, device)  # the stuck stick was the first, enrolled on first use
         wait_active(daemon, config_digest(nxt))
         loops.detach(device)
         started = time.monotonic()

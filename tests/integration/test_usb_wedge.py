@@ -26,6 +26,7 @@ async def handle(h: Harness, device: str) -> None:
 
 async def next_stick_is_handled(h: Harness, loops, tmp_path: Path) -> None:
     image = make_ext4_stick(tmp_path / "usb-next.img", stick_tree(tmp_path / "next-tree", users="name,password,admin\nzoe,pw-zoe-1,\n"))
+    await h.enrol(loops, image)  # the teacher's second stick: the first one was enrolled on first use
     device = loops.attach(image)
     await handle(h, device)
     loops.detach(device)
