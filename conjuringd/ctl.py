@@ -20,6 +20,7 @@ from conjuringd.config.load import load_custom
 from conjuringd.config.machine import MachineSettings, load_machine
 from conjuringd.config.problems import ConfigError, Severity
 from conjuringd.hashing import changed_layers, config_hashes
+from conjuringd.passwords import GeneratedPasswords
 from conjuringd.paths import Paths
 from conjuringd.reconcile.model import ContainerState, Desired, HubObserved, Observed
 from conjuringd.reconcile.plan import plan
@@ -63,6 +64,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if config is None or errors:
         print("not applicable: fix the errors above first")
         return EXIT_INVALID
+    config = GeneratedPasswords(paths.secrets).resolve(config, make=False)  # hashed as the daemon hashes them
     new = config_hashes(config, config_digest(Path(args.path)))
     converged = StateFile(paths.state_file).read().converged
     if not converged:

@@ -33,7 +33,7 @@ class GeneratedPasswords:
     def read(self) -> dict[str, str]:
         try:
             data = json.loads(self.path.read_text())
-        except FileNotFoundError:
+        except (FileNotFoundError, PermissionError):  # none yet, or not root (conjuringctl plan as a user)
             return {}
         except ValueError:
             return {}  # a damaged file: new passwords are made (and shown) rather than none
@@ -50,13 +50,15 @@ class GeneratedPasswords:
             atomic.write_json(self.path, known, mode=0o600)
         return {name: known[name] for name in names}
 
-    def resolve(self, config: CustomConfig) -> CustomConfig:
-        """`config` with every generated user's password filled in (made if needed)."""
+    def resolve(self, config: CustomConfig, make: bool = True) -> CustomConfig:
+        """`config` with every generated user's password filled in: made if needed, or with
+        `make=False` (a read-only look, e.g. `conjuringctl plan`) only those made already."""
         wanted = [u.name for u in config.users if u.generated]
         if not wanted:
             return config
-        made = self.ensure(wanted)
-        users = tuple(dataclasses.replace(u, password=made[u.name]) if u.generated else u for u in config.users)
+        made = self.ensure(wanted) if make else self.read()
+        users = tuple(dataclasses.replace(u, password=made[u.name]) if u.generated and u.name in made else u
+                      for u in config.users)
         return dataclasses.replace(config, users=users)
 
 
