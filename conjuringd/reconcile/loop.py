@@ -332,14 +332,14 @@ class Reconciler:
         elif healthy:
             where = f" at {hub_urls[0]}" if hub_urls else ""
             on = f" on {observed.network.serve}" if observed.network and observed.network.state == "activated" else ""
+            self.status.set(last_error=None)  # before the phase: a reader of status.json sees both or neither
             self.status.phase(f"serving {users} users{where}{on}")
-            self.status.set(last_error=None)
             container = observed.hub.container if observed.hub else None
             if self.classroom is not None and container is not None:
                 self.classroom.on_converged(desired, container.id)
         else:
-            self.status.phase("serving the previous hub: the new configuration failed (see last_error)")
             self.status.set(last_error=f"configuration {hashes.config[:12]} failed to build or start")
+            self.status.phase("serving the previous hub: the new configuration failed (see last_error)")
         log.info("converged", config=hashes.config[:12], image=hashes.image[:12], healthy=healthy)
 
     async def _report_facts(self, passlog: PassLog) -> ReportFacts:
