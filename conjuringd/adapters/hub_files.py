@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
+
+from conjuringd.hashing import file_sha256
 
 CHUNK = 1 << 20
 
@@ -29,14 +30,6 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> bool:
     os.chmod(tmp, mode)
     os.replace(tmp, path)
     return True
-
-
-def _sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def copy_atomic(src: Path, path: Path, mode: int = 0o644) -> None:
@@ -69,7 +62,7 @@ def mirror_tree(src: Path, dst: Path) -> int:
         for parent in reversed(target.relative_to(dst).parents[:-1]):
             (dst / parent).mkdir(exist_ok=True)
             os.chmod(dst / parent, 0o755)
-        if not target.is_file() or _sha(target) != _sha(src / rel) or (target.stat().st_mode & 0o777) != 0o644:
+        if not target.is_file() or file_sha256(target) != file_sha256(src / rel) or (target.stat().st_mode & 0o777) != 0o644:
             copy_atomic(src / rel, target, 0o644)
             changed += 1
     for path in sorted(dst.rglob("*"), key=lambda p: len(p.parts), reverse=True):
