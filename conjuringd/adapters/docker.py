@@ -39,10 +39,10 @@ from conjuringd.adapters.docker_labels import (
     image_tag,
     users_spec,
 )
-from conjuringd.adapters.docker_health import HubHealth, NotHealthy, get_container as _get
+from conjuringd.adapters.docker_health import HubHealth, get_container as _get
 from conjuringd.adapters.hub_files import mirror_tree, write_atomic
 from conjuringd.adapters.protocols import Progress
-from conjuringd.config.problems import HubUnhealthy, TransientError
+from conjuringd.config.problems import TransientError
 from conjuringd.hashing import owner_digest
 from conjuringd.hub.dockerfile import render
 from conjuringd.passwords import GeneratedPasswords
@@ -254,12 +254,8 @@ class DockerHub(HubHealth):
             await self._wait_healthy(new_id, desired, probe=True)
             await self._io(lambda: self._record(new_id, checked=True))
         except Exception as exc:  # whatever went wrong, the previous hub comes back first
-            await self._rollback(desired, new_id, old_id, exc)
-            if isinstance(exc, TransientError):
-                raise
-            tail = exc.tail if isinstance(exc, NotHealthy) else (str(exc),)
-            key = replace_key(desired.hashes.image, desired.hashes.restart)
-            raise HubUnhealthy(key, f"new hub did not start: {exc}", tail) from exc
+            await self._roll_back_and_raise(desired, new_id, old_id, exc,
+                                            replace_key(desired.hashes.image, desired.hashes.restart), "new hub did not start")
         self.last_downtime = time.monotonic() - stopped_at
         await self._io(self._forget_probe, self.url(desired))
         await self._io(lambda: self._record(new_id, users=desired.hashes.users, files=desired.hashes.files))

@@ -33,6 +33,15 @@ class NotHealthy(ConjuringError):
 class HubHealth:
     """Waiting for a hub to answer, rolling back to the previous one, checking one left unchecked."""
 
+    async def _roll_back_and_raise(self, desired: Desired, new_id: str, old_id: str, exc: Exception,
+                                   key: str, what: str) -> None:
+        """The previous hub comes back; then a transient error goes on as it is, anything else is HubUnhealthy."""
+        await self._rollback(desired, new_id, old_id, exc)
+        if isinstance(exc, TransientError):
+            raise exc
+        tail = exc.tail if isinstance(exc, NotHealthy) else (str(exc),)
+        raise HubUnhealthy(key, f"{what}: {exc}", tail) from exc
+
     async def _rollback(self, desired: Desired, new_id: str, old_id: str, exc: Exception) -> None:
         log.error("hub_unhealthy_rollback", container=new_id[:12], error=str(exc)[:300], previous=old_id[:12])
 
@@ -112,11 +121,8 @@ class HubHealth:
             await self._wait_healthy(container_id, desired, probe=True)
             await self._io(lambda: self._record(container_id, checked=True))
         except Exception as exc:  # whatever went wrong, the previous hub comes back first
-            await self._rollback(desired, container_id, previous_id, exc)
-            if isinstance(exc, TransientError):
-                raise
-            tail = exc.tail if isinstance(exc, NotHealthy) else (str(exc),)
-            raise HubUnhealthy(key, f"hub left by an interrupted replacement did not start: {exc}", tail) from exc
+            await self._roll_back_and_raise(desired, container_id, previous_id, exc, key,
+                                            "hub left by an interrupted replacement did not start")
         await self._io(self._forget_probe, f"http://127.0.0.1:{port}")
         if previous_id:
             await self._call(lambda c: c.containers.get(previous_id).remove(force=True))
