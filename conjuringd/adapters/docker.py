@@ -296,6 +296,9 @@ class DockerHub(HubHealth):
             # home, a crafted restore): the hub itself is root and drops to students by setuid(2),
             # which this does not affect. Docker's API cannot mount a rw bind nosuid (see README).
             security_opt=["no-new-privileges"],
+            # Docker lets every account bind any port (ip_unprivileged_port_start=0). Back to 1024: the
+            # fork server binds each student's server below it, where no classmate can listen first.
+            sysctls={"net.ipv4.ip_unprivileged_port_start": "1024"},
             detach=True,
         )
         return container.id

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import time
 
@@ -94,6 +95,11 @@ def test_server_and_kernel_are_forked_as_the_student_with_only_their_own_environ
     # her first kernel was started with her server, before she asked for it (conjuring_spare)
     assert f"Kernel {world.alice_kernel} (started in advance) handed to the first request" in container_logs(2000)
     assert seen["runtime"] == f"/run/user/{seen['uid']}" and seen["transport"] == "ipc"
+    # her server serves on a socket the fork server bound for it, below 1024, where no student can listen
+    port = int(re.search(r"Forked the server of alice from the fork server: pid \d+, port (\d+)", container_logs()).group(1))
+    assert 200 <= port < 1024
+    bind = f"import socket; socket.socket().bind(('127.0.0.1', {port - 1}))"
+    assert "PermissionError" in execute(world.alice, "alice", world.alice_kernel, f"try:\n {bind}\nexcept OSError as e: print(type(e).__name__)")
 
 
 def test_a_student_gets_only_their_own_kernels_from_the_fork_server(world):
@@ -102,12 +108,15 @@ import conjuring_forkclient as f, os, socket, sys, time
 null = os.open(os.devnull, os.O_RDWR)
 silent = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 silent.connect(f.SOCKET)  # connects and says nothing: must not hold up anyone else
-for kind, argv, user in (("server", ["jupyterhub-singleuser"], "bob"), ("kernel", ["/bin/sh", "-c", "id"], "root")):
-    try:
-        f.spawn(kind, argv, {{}}, "/", (null, null, null), user=user)
-        print("started", kind)
-    except RuntimeError as exc:
-        print("refused", kind, exc)
+try:
+    f.spawn("server", ["jupyterhub-singleuser"], {{}}, "/", (null, null, null), user="bob")
+    print("started server")
+except RuntimeError as exc:
+    print("refused server", exc)
+err_r, err_w = os.pipe()  # a kernel request for /bin/sh: forked, but the child (alice already) runs nothing
+proc = f.spawn("kernel", ["/bin/sh", "-c", "id"], {{}}, "/", (null, null, err_w), user="root")
+os.close(err_w)
+print("kernel", proc.wait(10), os.read(err_r, 4096).decode().strip())
 asked = time.monotonic()
 proc = f.spawn("kernel", [sys.executable, "-m", "ipykernel_launcher", "-f", "/tmp/k-alice.json"], {{"HOME": "/home/alice"}},
                "/home/alice", (null, null, null), user="root")
@@ -121,7 +130,7 @@ print("kernel", proc.pid, uid, flush=True)
 """
     lines = sh(PYTHON, "-c", script, user="alice").splitlines()
     assert lines[0] == "refused server fork server refused server: only the hub starts servers"
-    assert lines[1].startswith("refused kernel fork server refused kernel: not this Python's ipykernel")
+    assert lines[1].startswith("kernel 126 conjuring-forkserver child: not this Python's ipykernel"), lines
     assert float(lines[2].split()[-1]) < 1.0  # not held up by the silent connection
     _, pid, uid = lines[3].split()
     assert int(uid) == json.loads((world.hub.paths.state_dir / "uids.json").read_text())["users"]["alice"]

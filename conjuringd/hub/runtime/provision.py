@@ -25,6 +25,7 @@ HOMES = Path("/home")
 STATE = Path("/var/lib/conjuring-provision.json")
 SHADOW = Path("/etc/shadow")
 MARK = "conjuring"
+STUDENTS_GROUP = "conjuring-students"
 API = "http://127.0.0.1:8081/hub/api"
 
 
@@ -92,6 +93,12 @@ def lock_passwords(names):
     return changed
 
 
+def set_students_group(names):
+    """The fork server's group (conjuring_forkserver.GROUP): exactly the class may start kernels there."""
+    subprocess.run(["groupadd", "-f", "-r", STUDENTS_GROUP], check=True)
+    subprocess.run(["gpasswd", "-M", ",".join(sorted(names)), STUDENTS_GROUP], check=True, capture_output=True)
+
+
 def managed_names():
     return {e.pw_name for e in pwd.getpwall() if e.pw_gecos.split(",")[0] == MARK}
 
@@ -151,6 +158,7 @@ def main(argv):
         state["locked"].remove(name)
         summary["unlocked"].append(name)
     save_state(state)
+    set_students_group(u["name"] for u in accounts)
     token_file = SECRETS / "service-token"
     if "--api" in argv and token_file.exists():
         summary.update(sync_api(users, removed, token_file.read_text().strip()))

@@ -9,10 +9,14 @@ the new server answers HTTP (its start-up work is done) or its process exits.
 
 Ports: JupyterHub picks a random free port that the server binds seconds later;
 with a class starting at once another server or a kernel may take it first and
-the server dies ("didn't respond in 240 seconds"). Each student's server gets a
-fixed port from their stable UID instead, below the ephemeral range that
-kernels and outgoing connections draw random ports from. A server that exits
-while starting fails its spawn at once instead of after http_timeout.
+the server dies ("didn't respond in 240 seconds"), and a student listening on a
+classmate's port would be sent the classmate's requests. A forked server gets
+a listening socket that the root fork server bound for it on a port below 1024
+(which no student can bind in the hub container), so whatever answers there is
+that server. A server started the usual way gets a fixed port from the
+student's stable UID, and counts as ready only when every listener on that port
+belongs to the student (/proc/net/tcp). A server that exits while starting
+fails its spawn at once instead of after http_timeout.
 
 Start-up cost: when the container's fork server runs (conjuring_forkserver),
 the server is forked from it with Jupyter already imported, and its kernels
@@ -52,9 +56,8 @@ class QueuedSpawner(LocalProcessSpawner):
         finally:
             cls.line.remove(self.user.name)
         try:
-            self.port = PORT_BASE + pwd.getpwnam(self.user.name).pw_uid % 20000
-            ip, port = await self._launch()
-            await self._answering(ip, port)
+            ip, port, owner = await self._launch()
+            await self._answering(ip, port, owner)
             return ip, port
         finally:
             cls.slots.release()
@@ -83,24 +86,27 @@ class QueuedSpawner(LocalProcessSpawner):
         return path
 
     async def _launch(self):
-        """Fork the server from the fork server; start it as LocalProcessSpawner does when that is not possible."""
+        """Fork the server from the fork server; start it as LocalProcessSpawner does when that is not possible.
+        Returns its address and the uid every listener on it must have (None: the socket was bound for it)."""
+        account = pwd.getpwnam(self.user.name)
         proc = None
-        env = self.get_env()
         # these choose what jupyterhub.singleuser imports, which the fork server did already without them
-        chosen_at_import = any(key in env for key in ("JUPYTERHUB_SINGLEUSER_APP", "JUPYTERHUB_SINGLEUSER_EXTENSION"))
+        chosen_at_import = any(key in self.get_env() for key in ("JUPYTERHUB_SINGLEUSER_APP", "JUPYTERHUB_SINGLEUSER_EXTENSION"))
         if not self.shell_cmd and not chosen_at_import:
             await self._fork_server_ready()
-            cmd = [*self.cmd, *self.get_args()]
-            home = pwd.getpwnam(self.user.name).pw_dir
             try:
-                proc = conjuring_forkclient.spawn("server", cmd, env, home, (0, 1, 2), user=self.user.name)
+                proc = conjuring_forkclient.start("server", (0, 1, 2), user=self.user.name)
             except RuntimeError as exc:
                 self.log.warning("%s; starting the server of %s the usual way", exc, self.user.name)
         if proc is None:
-            return await super().start()
-        self.log.info("Forked the server of %s from the fork server: pid %s", self.user.name, proc.pid)
+            self.port = PORT_BASE + account.pw_uid % 20000
+            ip, port = await super().start()
+            return ip, port, account.pw_uid
+        self.port = proc.port
+        proc.send([*self.cmd, *self.get_args()], self.get_env(), account.pw_dir)  # with the port it was given
+        self.log.info("Forked the server of %s from the fork server: pid %s, port %s", self.user.name, proc.pid, proc.port)
         self.proc, self.pid = proc, proc.pid
-        return (self.ip or "127.0.0.1", self.port)
+        return (self.ip or "127.0.0.1", self.port, None)
 
     async def _fork_server_ready(self):
         """Just after the container started the fork server is still importing (about 2 s): the first logins
@@ -108,13 +114,17 @@ class QueuedSpawner(LocalProcessSpawner):
         while not os.path.exists(conjuring_forkclient.SOCKET) and time.monotonic() - HUB_STARTED < FORK_SERVER_GRACE:
             await asyncio.sleep(0.1)
 
-    async def _answering(self, ip, port):
+    async def _answering(self, ip, port, owner):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.http_timeout
         while loop.time() < deadline:
             status = await self.poll()
             if status is not None:
                 raise RuntimeError(f"the server of {self.user.name} exited while starting (status {status})")
+            strangers = set() if owner is None else listener_uids(port) - {owner}
+            if strangers:
+                raise RuntimeError(f"port {port} of {self.user.name}'s server is held by another account "
+                                   f"(uid {', '.join(map(str, sorted(strangers)))}); not routing to it")
             try:
                 reader, writer = await asyncio.open_connection(ip, port)
                 writer.write(f"GET {self.server.base_url}api HTTP/1.0\r\n\r\n".encode())
@@ -133,3 +143,19 @@ class QueuedSpawner(LocalProcessSpawner):
             yield {"progress": 10, "message": f"Waiting in line to start your server: {ahead} ahead of you"}
             await asyncio.sleep(2)
         yield {"progress": 50, "message": "Starting your server"}
+
+
+def listener_uids(port, tables=("/proc/net/tcp", "/proc/net/tcp6")):
+    """The uids of the sockets listening on `port` (any address): who would answer a connection to it."""
+    uids = set()
+    for table in tables:
+        try:
+            with open(table) as rows:
+                next(rows, None)
+                for row in rows:
+                    fields = row.split()
+                    if len(fields) > 7 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        uids.add(int(fields[7]))
+        except OSError:
+            continue
+    return uids

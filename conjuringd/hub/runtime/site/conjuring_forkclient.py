@@ -1,10 +1,12 @@
 """The clients of conjuring_forkserver: a Popen-like handle on a forked child, and the kernel provisioner.
 
-`spawn()` asks the fork server for a server (the hub's QueuedSpawner) or a
-kernel (ForkProvisioner, in a student's server: entry point
-"conjuring-forkserver", chosen by JUPYTER_DEFAULT_PROVISIONER_NAME). It returns
-None when the fork server is not running, and the caller then starts the
-process the usual way; a refusal raises RuntimeError.
+`start()` asks the fork server for a server (the hub's QueuedSpawner, which
+learns the server's port from the reply and then sends the command line and
+environment with `ForkedProcess.send()`); `spawn()` does both for a kernel
+(ForkProvisioner, in a student's server: entry point "conjuring-forkserver",
+chosen by JUPYTER_DEFAULT_PROVISIONER_NAME). Both return None when the fork
+server is not running, and the caller then starts the process the usual way;
+a refusal raises RuntimeError.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import signal
 import socket
 import subprocess
 
-from conjuring_forkserver import SOCKET, forkable_kernel
+from conjuring_forkchild import forkable_kernel
+from conjuring_forkserver import SOCKET
 
 
 class ForkedProcess:
@@ -24,9 +27,21 @@ class ForkedProcess:
 
     stdin = stdout = stderr = None
 
-    def __init__(self, conn: socket.socket, pid: int, pidfd: int, args: list[str], lifeline: socket.socket | None):
-        self.conn, self.pid, self.pidfd, self.args, self.lifeline = conn, pid, pidfd, args, lifeline
+    def __init__(self, conn: socket.socket, pid: int, pidfd: int, request_w: int, lifeline: socket.socket | None,
+                 port: int | None = None):
+        self.conn, self.pid, self.pidfd, self.request_w, self.lifeline = conn, pid, pidfd, request_w, lifeline
+        self.port, self.args = port, []
         self.returncode: int | None = None
+
+    def send(self, argv: list[str], env: dict, cwd: str | None) -> None:
+        """The child's command line, environment and folder; only the child (as the student) reads them."""
+        self.args = list(argv)
+        try:
+            with open(self.request_w, "wb", closefd=True) as pipe:
+                pipe.write(json.dumps({"argv": list(argv), "env": dict(env), "cwd": cwd}).encode())
+        except OSError:
+            pass  # the child is gone already: poll() tells
+        self.request_w = -1
 
     def poll(self) -> int | None:
         if self.returncode is None and self.pidfd >= 0 and select.select([self.pidfd], [], [], 0)[0]:
@@ -59,6 +74,9 @@ class ForkedProcess:
         self.send_signal(signal.SIGKILL)
 
     def close(self) -> None:
+        if self.request_w >= 0:
+            os.close(self.request_w)
+            self.request_w = -1
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
@@ -73,38 +91,51 @@ class ForkedProcess:
         self.close()
 
 
-def spawn(kind: str, argv: list[str], env: dict, cwd: str | None, stdio: tuple[int, int, int],
-          user: str = "", path: str = SOCKET) -> ForkedProcess | None:
-    """Ask the fork server for a child; None when it is not there (start the usual way then)."""
+def start(kind: str, stdio: tuple[int, int, int], user: str = "", path: str = SOCKET) -> ForkedProcess | None:
+    """Ask the fork server for a child; None when it is not there (start the usual way then).
+
+    The child waits for its request: give it with ForkedProcess.send(). A server's port is `.port`.
+    """
     if not os.path.exists(path):
         return None
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     conn.settimeout(10)
+    request_r, request_w = os.pipe2(os.O_CLOEXEC)
     lifeline = keep = None
     reply, got = None, []
     try:
         conn.connect(path)
-        fds = list(stdio)
+        fds = [*stdio, request_r]
         if kind == "kernel":
             lifeline, keep = socket.socketpair()
             fds.append(keep.fileno())
-        request = {"kind": kind, "argv": list(argv), "env": dict(env), "cwd": cwd, "user": user}
-        socket.send_fds(conn, [json.dumps(request).encode()], fds)
+        socket.send_fds(conn, [json.dumps({"kind": kind, "user": user}).encode()], fds)
         data, got, _, _ = socket.recv_fds(conn, 4096, 1)
         reply = json.loads(data or b'{"error": "no answer"}')
     except OSError:
-        pass  # no fork server to talk to: reply stays None
+        pass  # no fork server to talk to (or not for this account): reply stays None
     finally:
+        os.close(request_r)
         if keep is not None:
             keep.close()
     if reply is not None and "pid" in reply and got:
-        return ForkedProcess(conn, reply["pid"], got[0], list(argv), lifeline)
+        return ForkedProcess(conn, reply["pid"], got[0], request_w, lifeline, reply.get("port"))
+    os.close(request_w)
     conn.close()
     if lifeline is not None:
         lifeline.close()
     if reply is None:
         return None
     raise RuntimeError(f"fork server refused {kind}: {reply.get('error')}")
+
+
+def spawn(kind: str, argv: list[str], env: dict, cwd: str | None, stdio: tuple[int, int, int],
+          user: str = "", path: str = SOCKET) -> ForkedProcess | None:
+    """start() and send() in one, for a child whose request does not depend on its port (a kernel)."""
+    proc = start(kind, stdio, user, path)
+    if proc is not None:
+        proc.send(argv, env, cwd)
+    return proc
 
 
 def _spawn_kernel(cmd: list[str], kwargs: dict) -> ForkedProcess | None:

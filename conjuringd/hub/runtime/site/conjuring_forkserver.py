@@ -5,45 +5,55 @@ jupyterhub.singleuser and jupyter_server, and a kernel about 0.3 importing
 ipykernel and IPython. With a class logging in at once on two cores that is most
 of the wait. The fork server (run as root: `python -m conjuring_forkserver`)
 imports both stacks once, then forks a child per request; the child drops to the
-student's account and runs the server or kernel with the pre-imported modules.
+student's account and runs the server or kernel with the pre-imported modules
+(conjuring_forkchild).
 
-Protocol: a SOCK_SEQPACKET Unix socket. One request message: JSON
-{"kind", "argv", "env", "cwd", "user"} with the child's stdin, stdout and stderr
-(for a kernel also a lifeline) as SCM_RIGHTS. Replies: {"pid"} with a pidfd,
-later {"exit": code} when the child has ended; or {"error"}.
-- "server" is accepted from root only (the hub) and runs `jupyterhub-singleuser`
-  as `user` (never as root).
-- "kernel" runs `<this python> -m ipykernel_launcher` as the *caller's* uid
-  (SO_PEERCRED): a student can only start their own kernels. The kernel exits
-  when its lifeline closes (the student's server is gone), as ipykernel's
-  parent poller would have done for a kernel that is the server's child.
-A forked child's /proc/<pid>/environ shows the fork server's start-up
-environment, so the entrypoint starts it with an empty one; it never reads a
-secret. Children share the fork server's hash seed.
-
-Clients: conjuring_forkclient (the hub's spawner and the kernel provisioner).
+It holds nothing secret, by design: every child starts as a copy of its memory.
+The root process reads only a small header and never the request's command
+line or environment (which carry the server's API token). Protocol, on a
+SOCK_SEQPACKET Unix socket (root:conjuring-students 0660):
+- request: one message, the JSON header {"kind": "server"|"kernel", "user": name}
+  (at most HEADER_MAX bytes) with SCM_RIGHTS stdin, stdout, stderr, the read end
+  of a pipe, and for a kernel a lifeline;
+- reply: {"pid"} (a server also gets {"port"}) with a pidfd, or {"error"};
+  later {"exit": code} when the child has ended.
+- The client then writes {"argv", "env", "cwd"} into the pipe. Only the child,
+  already running as the student, reads it.
+Who may ask for what (SO_PEERCRED):
+- "server": root only (the hub); it runs as the student the header names. The
+  root parent binds its listening socket on a port below 1024 before the fork
+  (the hub container sets net.ipv4.ip_unprivileged_port_start=1024, so no student
+  can listen there): whatever answers on that port is that student's server.
+- "kernel": a member of the students' group, as themselves whatever the header
+  says; it exits when its lifeline closes (the student's server is gone).
+Hostile requests (too long, deeply nested, too many fds, silent connections,
+connection floods) are refused or dropped without harm to anyone else.
 """
 
 from __future__ import annotations
 
-import atexit
-import ctypes
+import errno
 import gc
+import grp
 import json
 import os
 import pwd
+import resource
 import selectors
-import shutil
 import signal
 import socket
 import sys
 import time
-import traceback
-from pathlib import Path
+
+import conjuring_forkchild
 
 SOCKET = "/run/conjuring-forkserver.sock"
 SETTINGS = "/run/conjuring/hub/settings.json"  # [hub] preload: the class's own libraries, imported here too
-MAX_MESSAGE = 256 * 1024
+GROUP = "conjuring-students"  # provision.py keeps the class in it; its members may start their own kernels
+HEADER_MAX = 1024
+SERVER_PORTS = range(200, 1024)  # privileged in the hub container: only this root process binds them
+PENDING_SECONDS = 5  # a connection must send its request within this
+PENDING_PER_UID = 8  # more silent connections from one account are dropped at once
 # Everything a server and a kernel import before their first cell. Found by tracing the imports of
 # forked children (a sys.meta_path hook): what they still imported after the fork was added here.
 PRELOAD = (
@@ -57,13 +67,15 @@ PRELOAD = (
     "ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.kernelspec", "IPython",
     "IPython.core.debugger", "pdb", "ipykernel.debugger", "IPython.core.completerlib", "IPython.core.oinspect",
     "IPython.extensions.storemagic", "pydoc", "xmlrpc.server", "conjuring_spare", "conjuring_forkclient",
+    "conjuring_homepaths",
 )
-KERNEL_MODULE = ("-m", "ipykernel_launcher")
-PENDING_SECONDS = 5  # a connection must send its request within this
-NICE = 5  # students' servers and kernels yield the CPU to the hub and the proxy: logins and /hub/health stay quick
 
 
-# --- the fork server -------------------------------------------------------------------------
+class Refused(Exception):
+    """A request outside the rules; its message goes back to the client."""
+
+
+# --- start-up --------------------------------------------------------------------------------
 
 def preload(names: tuple[str, ...]) -> list[str]:
     """Import what every server and kernel needs; returns the modules that could not be imported."""
@@ -89,53 +101,123 @@ def serve(path: str = SOCKET) -> None:
     if missing:
         print(f"conjuring-forkserver: not preloaded: {', '.join(missing)}", file=sys.stderr, flush=True)
     gc.freeze()  # the collector leaves the imported objects alone: fewer copy-on-write pages per child
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # room for every student's connections
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     staging = f"{path}.{os.getpid()}"
     listener.bind(staging)
-    os.chmod(staging, 0o666)  # students' servers start their kernels here; SO_PEERCRED says who asks
+    os.chmod(staging, 0o600)
+    try:
+        os.chown(staging, 0, grp.getgrnam(GROUP).gr_gid)
+        os.chmod(staging, 0o660)
+    except KeyError:
+        print(f"conjuring-forkserver: no group {GROUP}: only root may connect", file=sys.stderr, flush=True)
     listener.listen(64)
+    listener.setblocking(False)
     os.replace(staging, path)  # the socket appears only once everything is imported
     print(f"conjuring-forkserver: ready on {path} ({len(sys.modules)} modules)", file=sys.stderr, flush=True)
-    loop(listener, wake_r)
+    Loop(listener, wake_r, soft).run()
 
 
-def loop(listener: socket.socket, wake_r: int) -> None:
-    """Accept, answer each request once it has arrived, reap children. Never blocks on one client: a
-    connection that says nothing is dropped after PENDING_SECONDS without holding up anyone else."""
-    selector = selectors.DefaultSelector()
-    selector.register(listener, selectors.EVENT_READ, "accept")
-    selector.register(wake_r, selectors.EVENT_READ, "reap")
-    pending: dict[socket.socket, float] = {}  # connections whose request has not come yet -> when accepted
-    waiting: dict[int, socket.socket] = {}  # child pid -> the connection to tell its exit status
-    while True:
-        for key, _ in selector.select(timeout=PENDING_SECONDS if pending else None):
+# --- the loop --------------------------------------------------------------------------------
+
+class Loop:
+    """Accept, answer each request once it has arrived, reap children. Never blocks on one client."""
+
+    def __init__(self, listener: socket.socket, wake_r: int, child_nofile: int = 1024,
+                 is_student=None, server_ports: range = SERVER_PORTS):
+        self.listener, self.wake_r, self.child_nofile = listener, wake_r, child_nofile
+        self.is_student = is_student or in_students_group
+        self.server_ports = server_ports
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(listener, selectors.EVENT_READ, "accept")
+        self.selector.register(wake_r, selectors.EVENT_READ, "reap")
+        self.pending: dict[socket.socket, tuple[float, int]] = {}  # connection -> (accepted at, peer uid)
+        self.waiting: dict[int, socket.socket] = {}  # child pid -> the connection to tell its exit status
+        self.paused_until = 0.0  # out of file descriptors: stop accepting for a moment
+
+    def run(self) -> None:
+        while True:
+            self.step(PENDING_SECONDS if self.pending else None)
+
+    def step(self, timeout: float | None) -> None:
+        now = time.monotonic()
+        if self.paused_until and now >= self.paused_until:
+            self.paused_until = 0.0
+            self.selector.register(self.listener, selectors.EVENT_READ, "accept")
+        if self.paused_until:
+            timeout = min(timeout or 1.0, self.paused_until - now)
+        for key, _ in self.selector.select(timeout=timeout):
             if key.data == "accept":
-                conn, _ = listener.accept()
-                pending[conn] = time.monotonic()
-                selector.register(conn, selectors.EVENT_READ, "request")
+                self.accept()
             elif key.data == "request":
-                selector.unregister(key.fileobj)
-                del pending[key.fileobj]
-                pid = answer(key.fileobj)
-                if pid is None:
-                    key.fileobj.close()
-                else:
-                    waiting[pid] = key.fileobj
-                    selector.register(key.fileobj, selectors.EVENT_READ, pid)
+                self.request(key.fileobj)
             elif key.data == "reap":
-                drain(wake_r)
-                reap(waiting, selector)
+                drain(self.wake_r)
+                self.reap()
             else:  # the client hung up; its child runs on
-                selector.unregister(key.fileobj)
-                waiting.pop(key.data, None)
-                key.fileobj.close()
-        for conn in [c for c, since in pending.items() if time.monotonic() - since > PENDING_SECONDS]:
-            selector.unregister(conn)
-            del pending[conn]
+                self.forget(key.fileobj)
+                self.waiting.pop(key.data, None)
+        self.drop_silent()
+
+    def accept(self) -> None:
+        try:
+            conn, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        except OSError as exc:  # EMFILE, ENFILE, ENOBUFS...: make room, never die
+            print(f"conjuring-forkserver: accept: {exc}", file=sys.stderr, flush=True)
+            if exc.errno in (errno.EMFILE, errno.ENFILE) and self.pending:
+                self.forget(min(self.pending, key=lambda c: self.pending[c][0]))
+            else:
+                self.selector.unregister(self.listener)
+                self.paused_until = time.monotonic() + 1.0
+            return
+        uid = peer_uid(conn)
+        if sum(1 for _, who in self.pending.values() if who == uid) >= PENDING_PER_UID:
             conn.close()
+            return
+        self.pending[conn] = (time.monotonic(), uid)
+        self.selector.register(conn, selectors.EVENT_READ, "request")
+
+    def request(self, conn: socket.socket) -> None:
+        self.selector.unregister(conn)
+        _, uid = self.pending.pop(conn)
+        pid = answer(conn, uid, self.is_student, self.server_ports, self.child_nofile)
+        if pid is None:
+            conn.close()
+        else:
+            self.waiting[pid] = conn
+            self.selector.register(conn, selectors.EVENT_READ, pid)
+
+    def forget(self, conn: socket.socket) -> None:
+        self.selector.unregister(conn)
+        self.pending.pop(conn, None)
+        conn.close()
+
+    def drop_silent(self) -> None:
+        now = time.monotonic()
+        for conn in [c for c, (since, _) in self.pending.items() if now - since > PENDING_SECONDS]:
+            self.forget(conn)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = self.waiting.pop(pid, None)
+            if conn is not None:
+                try:
+                    conn.send(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode())
+                except OSError:
+                    pass  # the client is gone: nobody to tell
+                self.forget(conn)
 
 
 def drain(fd: int) -> None:
@@ -146,45 +228,44 @@ def drain(fd: int) -> None:
         pass
 
 
-def reap(waiting: dict[int, socket.socket], selector: selectors.BaseSelector) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        conn = waiting.pop(pid, None)
-        if conn is not None:
-            selector.unregister(conn)
-            try:
-                conn.send(json.dumps({"exit": os.waitstatus_to_exitcode(status)}).encode())
-            except OSError:
-                pass  # the client is gone: nobody to tell
-            conn.close()
+def peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    return int.from_bytes(creds[4:8], sys.byteorder)
 
 
-def answer(conn: socket.socket) -> int | None:
-    """Read one request, fork its child, reply with the pid and a pidfd. None when refused."""
-    fds: list[int] = []
+def in_students_group(account: pwd.struct_passwd) -> bool:
     try:
-        conn.settimeout(2)  # the request is there already (selector); only the reply could wait
-        data, fds, _, _ = socket.recv_fds(conn, MAX_MESSAGE, 4)
-        uid = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
-        caller_uid = int.from_bytes(uid[4:8], sys.byteorder)
-        request = json.loads(data)
-        account = account_for(request, caller_uid, len(fds))
+        return account.pw_name in grp.getgrnam(GROUP).gr_mem
+    except KeyError:
+        return False
+
+
+# --- one request -----------------------------------------------------------------------------
+
+def answer(conn: socket.socket, caller_uid: int, is_student, server_ports: range, child_nofile: int) -> int | None:
+    """Read one header, fork its child, reply with the pid (and port) and a pidfd. None when refused."""
+    fds: list[int] = []
+    listener = None
+    try:
+        conn.setblocking(False)  # the header is there already (the selector said so)
+        data, fds, flags, _ = socket.recv_fds(conn, HEADER_MAX + 1, 6)
+        kind, account = decide(data, flags, caller_uid, len(fds), is_student)
+        reply: dict = {}
+        if kind == "server":
+            listener = listen_for(account.pw_uid, server_ports)
+            reply["port"] = listener.getsockname()[1]
         pid = os.fork()
         if pid == 0:
-            conn.close()
-            run_child(request, account, fds)
+            conjuring_forkchild.run(kind, account, fds, listener, child_nofile)  # never returns
+        reply["pid"] = pid
         pidfd = os.pidfd_open(pid)
         try:
-            socket.send_fds(conn, [json.dumps({"pid": pid}).encode()], [pidfd])
+            conn.settimeout(2)
+            socket.send_fds(conn, [json.dumps(reply).encode()], [pidfd])
         finally:
             os.close(pidfd)
         return pid
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # PermissionError is an OSError
+    except (Refused, OSError) as exc:
         try:
             conn.send(json.dumps({"error": str(exc) or type(exc).__name__}).encode())
         except OSError:
@@ -193,141 +274,68 @@ def answer(conn: socket.socket) -> int | None:
     finally:
         for fd in fds:
             os.close(fd)
+        if listener is not None:
+            listener.close()
 
 
-def account_for(request: dict, caller_uid: int, fd_count: int) -> pwd.struct_passwd:
-    """The account the child runs as; PermissionError or ValueError when the request is not allowed."""
-    kind, argv = request["kind"], request["argv"]
+def decide(data: bytes, flags: int, caller_uid: int, fd_count: int, is_student) -> tuple[str, pwd.struct_passwd]:
+    """The kind and the account of the child, from the header alone; Refused when it is not allowed."""
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(data) > HEADER_MAX:
+        raise Refused("request too long or too many file descriptors")
+    header = parse_header(data)
+    kind = header.get("kind")
     if kind == "server":
         if caller_uid != 0:
-            raise PermissionError("only the hub starts servers")
-        if os.path.basename(argv[0]) != "jupyterhub-singleuser":
-            raise ValueError(f"not a single-user server: {argv[0]}")
-        account = pwd.getpwnam(request["user"])
+            raise Refused("only the hub starts servers")
+        account = lookup(lambda: pwd.getpwnam(str(header.get("user"))), "no such student")
+        needed = 4
     elif kind == "kernel":
-        if not forkable_kernel(argv):
-            raise ValueError(f"not this Python's ipykernel: {' '.join(argv[:3])}")
-        if fd_count != 4:
-            raise ValueError("a kernel needs stdin, stdout, stderr and a lifeline")
-        account = pwd.getpwuid(caller_uid)
+        account = lookup(lambda: pwd.getpwuid(caller_uid), "no such account")
+        needed = 5
     else:
-        raise ValueError(f"unknown kind {kind!r}")
+        raise Refused(f"unknown kind {str(kind)[:40]!r}")
     if account.pw_uid == 0:
-        raise PermissionError("nothing runs as root from here")
-    if fd_count < 3:
-        raise ValueError("stdin, stdout and stderr are needed")
-    return account
+        raise Refused("nothing runs as root from here")
+    if not is_student(account):
+        raise Refused(f"{account.pw_name} is not a student of this class")
+    if fd_count != needed:
+        raise Refused(f"a {kind} needs stdin, stdout, stderr, the request pipe" + (" and a lifeline" if needed == 5 else ""))
+    return kind, account
 
 
-def forkable_kernel(argv: list[str]) -> bool:
-    """Whether `argv` starts a kernel this fork server runs: `<this python> -m ipykernel_launcher ...`."""
-    return same_python(argv[0]) and tuple(argv[1:3]) == KERNEL_MODULE
-
-
-def same_python(executable: str) -> bool:
-    """Whether `executable` is this interpreter in this environment: venv/bin/python and venv/bin/python3
-    both are (a server started without the fork server runs as python3); another venv's python is not."""
-    return (os.path.dirname(os.path.abspath(executable)) == os.path.dirname(sys.executable)
-            and os.path.realpath(executable) == os.path.realpath(sys.executable))
-
-
-def run_child(request: dict, account: pwd.struct_passwd, fds: list[int]) -> None:
-    """In the forked child: become the student, run the server or kernel, exit. Never returns."""
-    code = 1
+def parse_header(data: bytes) -> dict:
+    if data.count(b"[") + data.count(b"{") > 4:  # a flat object; nesting is refused before the parser sees it
+        raise Refused("the header is a flat JSON object")
     try:
-        lifeline = become(account, request, fds)
-        code = run_server(request["argv"]) if request["kind"] == "server" else run_kernel(request["argv"], lifeline)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:  # noqa: BLE001 - the child must never return into the fork server's loop
-        traceback.print_exc()
-    finally:
+        header = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise Refused(f"the header is not JSON: {exc}") from None
+    if not isinstance(header, dict):
+        raise Refused("the header is a flat JSON object")
+    return header
+
+
+def lookup(find, why: str) -> pwd.struct_passwd:
+    try:
+        return find()
+    except (KeyError, OverflowError, ValueError):
+        raise Refused(why) from None
+
+
+def listen_for(uid: int, ports: range) -> socket.socket:
+    """A listening socket on a free port of `ports`, tried from a place that depends on the student."""
+    start = uid % len(ports)
+    for offset in range(len(ports)):
+        port = ports[(start + offset) % len(ports)]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            atexit._run_exitfuncs()
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
-
-
-def become(account: pwd.struct_passwd, request: dict, fds: list[int]) -> int | None:
-    """Session, stdio, privileges, environment and directory of the child; returns the lifeline fd."""
-    signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    os.setsid()
-    for target, fd in enumerate(fds[:3]):
-        os.dup2(fd, target)
-    lifeline = None
-    if len(fds) > 3:
-        lifeline = os.dup2(fds[3], 3, inheritable=False)
-    os.closerange(4 if lifeline is not None else 3, os.sysconf("SC_OPEN_MAX"))
-    os.setgroups(os.getgrouplist(account.pw_name, account.pw_gid))
-    os.setresgid(account.pw_gid, account.pw_gid, account.pw_gid)
-    os.setresuid(account.pw_uid, account.pw_uid, account.pw_uid)
-    _libc().prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: /proc/<pid> owned by the student, as after exec
-    os.umask(0o022)
-    os.nice(NICE)
-    os.environ.clear()  # also drops libc's pointers into the start-up environment, which show_as() overwrites
-    os.environ.update(request["env"])
-    show_as(request["argv"])
-    for directory in (request.get("cwd"), account.pw_dir, "/"):
-        try:
-            os.chdir(directory)
-            break
-        except (OSError, TypeError):
-            continue
-    import conjuring_homepaths  # here, not at the top: a separate concern, loaded by each child
-
-    conjuring_homepaths.settle(request["kind"], request["argv"])  # what the imports fixed from root's HOME, now from the student's
-    return lifeline
-
-
-def show_as(argv: list[str]) -> None:
-    """Make ps (and memguard, which finds kernels by command line) show the command the child runs.
-
-    As setproctitle does: the start-up argv and environment strings are one block of this process's
-    memory, which /proc/<pid>/cmdline reads; it is overwritten in place (the entrypoint leaves room).
-    """
-    fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-    arg_start, env_end = int(fields[45]), int(fields[48])  # fields 48 and 51 of proc(5)
-    room = env_end - arg_start
-    title = " ".join(argv).encode()[: room - 1]
-    ctypes.memmove(arg_start, title.ljust(room, b"\0"), room)
-    name = os.path.basename(argv[2] if argv[1:2] == ["-m"] else argv[0]).encode()[:15]
-    _libc().prctl(15, name, 0, 0, 0)  # PR_SET_NAME: what top shows
-
-
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def run_server(argv: list[str]) -> int:
-    from jupyterhub.singleuser import main
-
-    sys.argv = list(argv)
-    sys.path[0] = os.path.dirname(shutil.which(argv[0]) or argv[0])  # as when run as a script
-    return main() or 0
-
-
-def run_kernel(argv: list[str], lifeline: int | None) -> int:
-    import threading
-
-    from ipykernel import kernelapp
-
-    if lifeline is not None:
-        threading.Thread(target=_exit_when_closed, args=(lifeline,), daemon=True, name="lifeline").start()
-    sys.argv = ["ipykernel_launcher", *argv[3:]]
-    del sys.path[0]  # the folder `python -m` put first, which ipykernel_launcher removes (IPython adds '' later)
-    kernelapp.launch_new_instance()
-    return 0
-
-
-def _exit_when_closed(fd: int) -> None:
-    while os.read(fd, 64):
-        pass
-    os._exit(1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+            sock.listen(128)
+            return sock
+        except OSError:
+            sock.close()
+    raise Refused("no free port for a server")
 
 
 if __name__ == "__main__":
