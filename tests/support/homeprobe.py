@@ -14,6 +14,7 @@ import site
 import sys
 import sysconfig
 import tempfile
+import urllib.parse
 
 import IPython
 import jupyter_core.paths as jpaths
@@ -23,12 +24,13 @@ from jupyterlab.labapp import LabApp
 from traitlets import HasTraits
 
 HOME, UID, USER = os.environ["HOME"], os.getuid(), os.environ.get("USER", "")
-PORT = str(10000 + UID % 20000)
+# the server's port differs (forked: one the fork server bound; usual: 10000 + uid % 20000)
+PORT = str(urllib.parse.urlsplit(os.environ.get("JUPYTERHUB_SERVICE_URL", "")).port)
 
 
 def same(value):
     if isinstance(value, str):
-        value = value.replace(HOME, "~").replace(f"/run/user/{UID}", "/run/user/<uid>").replace(PORT, "<port>")
+        value = value.replace(HOME, "~").replace(f"/run/user/{UID}", "/run/user/<uid>").replace(f":{PORT}/", ":<port>/")
         return re.sub(rf"\b{re.escape(USER)}\b", "<user>", value.replace(f"Trash-{UID}", "Trash-<uid>"))
     if isinstance(value, (list, tuple)):
         return [same(v) for v in value]
