@@ -32,6 +32,7 @@ import pwd
 import time
 
 import conjuring_forkclient
+from listeners import listener_uids
 from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Any
 
@@ -121,20 +122,25 @@ class QueuedSpawner(LocalProcessSpawner):
             status = await self.poll()
             if status is not None:
                 raise RuntimeError(f"the server of {self.user.name} exited while starting (status {status})")
-            strangers = set() if owner is None else listener_uids(port) - {owner}
-            if strangers:
-                raise RuntimeError(f"port {port} of {self.user.name}'s server is held by another account "
-                                   f"(uid {', '.join(map(str, sorted(strangers)))}); not routing to it")
+            self._only_the_students(port, owner)
             try:
                 reader, writer = await asyncio.open_connection(ip, port)
                 writer.write(f"GET {self.server.base_url}api HTTP/1.0\r\n\r\n".encode())
                 answered = await asyncio.wait_for(reader.read(5), 2)
                 writer.close()
-                if answered == b"HTTP/":
+                # who answered: the socket the fork server bound for this server, or (started the usual way)
+                # a listener of the student's, the only one on the port, checked after the answer came
+                if answered == b"HTTP/" and (owner is None or listener_uids(port) == {owner}):
                     return
             except (OSError, asyncio.TimeoutError):
                 pass
             await asyncio.sleep(0.2)
+
+    def _only_the_students(self, port, owner):
+        strangers = set() if owner is None else listener_uids(port) - {owner}
+        if strangers:
+            raise RuntimeError(f"port {port} of {self.user.name}'s server is held by another account "
+                               f"(uid {', '.join(map(str, sorted(strangers)))}); not routing to it")
 
     async def progress(self):
         name = self.user.name
@@ -144,18 +150,3 @@ class QueuedSpawner(LocalProcessSpawner):
             await asyncio.sleep(2)
         yield {"progress": 50, "message": "Starting your server"}
 
-
-def listener_uids(port, tables=("/proc/net/tcp", "/proc/net/tcp6")):
-    """The uids of the sockets listening on `port` (any address): who would answer a connection to it."""
-    uids = set()
-    for table in tables:
-        try:
-            with open(table) as rows:
-                next(rows, None)
-                for row in rows:
-                    fields = row.split()
-                    if len(fields) > 7 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                        uids.add(int(fields[7]))
-        except OSError:
-            continue
-    return uids
