@@ -207,9 +207,10 @@ def render(config: CustomConfig, image_hash: str, base: str | None = None) -> Re
         b.add(path, data, mode)
     b.step(f"COPY runtime/ {RUNTIME_DIR}/")
     # the fork server and the spare kernel (with their entry point and server-extension config), importable
-    # by the hub and the servers
+    # by the hub and the servers; JupyterLab's cell executor that never loses a notebook's first run
+    # (share/jupyter/labextensions/@conjuring/first-run)
     b.step(f"RUN cp -r {RUNTIME_DIR}/site/. \"$({VENV}/bin/python -c 'import site; print(site.getsitepackages()[0])')\"/ "
-           f"&& cp -r {RUNTIME_DIR}/etc/. {VENV}/etc/")
+           f"&& cp -r {RUNTIME_DIR}/etc/. {VENV}/etc/ && cp -r {RUNTIME_DIR}/share/. {VENV}/share/")
     b.step("EXPOSE 8000")
     b.step(f'ENTRYPOINT ["{RUNTIME_DIR}/entrypoint.sh"]')
     b.step(f"LABEL {IMAGE_LABEL}={image_hash}")

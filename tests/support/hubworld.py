@@ -27,17 +27,20 @@ USERS = (("alice", "alice-pw-1", False), ("bob", "bob-pw-1", False), ("teacher",
 
 
 class World:
-    def __init__(self, root: Path):
-        """A world whose state lives under `root`; two worlds share the hub's name and port."""
+    def __init__(self, root: Path, name: str = NAME, port: int = PORT, users=USERS, hub_config: bytes = b""):
+        """A world whose state lives under `root`; two worlds share the hub's name and port unless given others
+        (a module with its own name and port never touches the other hub tests' container); `users` are
+        (name, password, admin) rows, `hub_config` the teacher's srv/jupyterhub_config.py."""
         self.root = root
+        self.name, self.port, self.base = name, port, f"http://127.0.0.1:{port}"
         self.hub = DockerHub(Paths(state_dir=root / "state", config_dir=root / "etc", runtime_dir=root / "run"),
-                             container_name=NAME)
+                             container_name=name)
         self.cfg = root / "custom"
         (self.cfg / "shared").mkdir(parents=True)
         (self.cfg / "home_default").mkdir()
         (self.cfg / "shared" / "notes.txt").write_text("week 1\n")
         (self.cfg / "home_default" / "README.md").write_text("welcome\n")
-        self.config = make_config(self.cfg, users=USERS, hub=HubSettings(port=PORT, health_timeout=150, idle_timeout=600))
+        self.config = make_config(self.cfg, users=users, hub_config=hub_config, hub=HubSettings(port=port, health_timeout=150, idle_timeout=600))
         self.builds = 0
         self.images: set[str] = set()  # image hashes this world built or used
 
@@ -72,18 +75,18 @@ class World:
         raise AssertionError(f"did not converge: {done}")
 
 
-def remove_hub_containers() -> None:
-    for name in (NAME, f"{NAME}-previous"):
-        subprocess.run([DOCKER, "rm", "-f", name], capture_output=True)
+def remove_hub_containers(name: str = NAME) -> None:
+    for each in (name, f"{name}-previous"):
+        subprocess.run([DOCKER, "rm", "-f", each], capture_output=True)
 
 
 def container_id() -> str:
     return subprocess.run([DOCKER, "inspect", "-f", "{{.Id}}", NAME], capture_output=True, text=True).stdout.strip()
 
 
-def container_logs(tail: int | None = None) -> str:
+def container_logs(tail: int | None = None, name: str = NAME) -> str:
     """The hub test container's output (stdout and stderr), its last `tail` lines if given."""
-    args = [DOCKER, "logs", *(["--tail", str(tail)] if tail else []), NAME]
+    args = [DOCKER, "logs", *(["--tail", str(tail)] if tail else []), name]
     done = subprocess.run(args, capture_output=True, text=True)
     return done.stdout + done.stderr
 
