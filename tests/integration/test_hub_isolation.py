@@ -17,10 +17,11 @@ import subprocess
 import time
 
 import pytest
+import websocket
 
-from conjuringd.adapters.hub_http import HubSession, api
+from conjuringd.adapters.hub_http import api
 from tests.support.attacker import (
-    FORKSERVER_CODE, HUNT_CODE, LISTEN_CODE, LISTEN_STOP_CODE, SNIFF_CODE, SNIFF_STOP_CODE, SU_CODE, Terminal,
+    FORKSERVER_CODE, HUNT_CODE, LISTEN_CODE, LISTEN_STOP_CODE, SNIFF_CODE, SNIFF_STOP_CODE, SU_CODE,
 )
 from tests.support.docker import DOCKER, require_docker
 from tests.support.hubworld import World, container_logs, login, remove_hub_containers
@@ -50,6 +51,39 @@ def world(tmp_path_factory):
     yield w
     asyncio.run(w.hub.close())
     remove_hub_containers(NAME)
+
+
+class Terminal:
+    """A's JupyterLab terminal: created by the terminals API, driven over its websocket as the browser does."""
+
+    def __init__(self, session, user: str):
+        status, _, body = session.request("POST", f"/user/{user}/api/terminals", {})
+        assert status == 200, (status, body[:300])
+        self.name = json.loads(body)["name"]
+        self.session, self.user = session, user
+        url = session.base.replace("http://", "ws://") + f"/user/{user}/terminals/websocket/{self.name}"
+        cookies = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+        self.ws = websocket.create_connection(url, timeout=5, header=[f"Cookie: {cookies}"], origin=session.base)
+        self.output = ""
+
+    def send(self, text: str) -> None:
+        self.ws.send(json.dumps(["stdin", text]))
+
+    def read_until(self, wanted: str, timeout: float = 20) -> str:
+        """Everything the terminal printed so far, once `wanted` is in it or `timeout` has passed."""
+        deadline = time.monotonic() + timeout
+        while wanted not in self.output and time.monotonic() < deadline:
+            try:
+                message = json.loads(self.ws.recv())
+            except websocket.WebSocketTimeoutException:
+                continue
+            if message[0] == "stdout":
+                self.output += message[1]
+        return self.output
+
+    def close(self) -> None:
+        self.ws.close()
+        self.session.request("DELETE", f"/user/{self.user}/api/terminals/{self.name}")
 
 
 def root(*args: str, user: str = "root", timeout: float = 60) -> str:
@@ -269,6 +303,7 @@ def test_su_to_ben_with_his_password_fails_from_anas_kernel_and_terminal(world):
         asked = terminal.read_until("assword")
         assert "assword" in asked, asked
         terminal.send(PASSWORDS["ben"] + "\r")
+        terminal.read_until("su: ", 15)  # su's answer first: what is typed before it ends is thrown away
         terminal.send("echo TERMINAL-$(id -u)-DONE\r")
         out = terminal.read_until(f"TERMINAL-{world.uids['ana']}-DONE")
     finally:

@@ -1,17 +1,12 @@
-"""What student A runs in the hub container, as code for her own kernel, and her terminal as a browser drives it.
+"""What student A runs in the hub container, as code for her own kernel (and a process she leaves running).
 
 Each *_CODE string is sent to A's kernel (tests/support/kernel.py execute) after its placeholders are
-replaced with repr()s; each prints one JSON report. `Terminal` is A's JupyterLab terminal over its websocket.
+replaced with repr()s; most print one JSON report.
 Secrets are handed to the hunt only as (label, prefix, length, sha256): A's memory never holds one itself,
 so finding one there means it leaked.
 """
 
 from __future__ import annotations
-
-import json
-import time
-
-import websocket
 
 HUNT_CODE = r"""
 import hashlib, json, os, stat
@@ -375,35 +370,3 @@ def su(target, password):
 print(json.dumps(su(TARGET, PASSWORD)))
 """
 
-
-class Terminal:
-    """A's JupyterLab terminal: created by the terminals API, driven over its websocket as the browser does."""
-
-    def __init__(self, session, user: str):
-        status, _, body = session.request("POST", f"/user/{user}/api/terminals", {})
-        assert status == 200, (status, body[:300])
-        self.name = json.loads(body)["name"]
-        self.session, self.user = session, user
-        url = session.base.replace("http://", "ws://") + f"/user/{user}/terminals/websocket/{self.name}"
-        cookies = "; ".join(f"{c.name}={c.value}" for c in session.cookies)
-        self.ws = websocket.create_connection(url, timeout=5, header=[f"Cookie: {cookies}"], origin=session.base)
-        self.output = ""
-
-    def send(self, text: str) -> None:
-        self.ws.send(json.dumps(["stdin", text]))
-
-    def read_until(self, wanted: str, timeout: float = 20) -> str:
-        """Everything the terminal printed so far, once `wanted` is in it or `timeout` has passed."""
-        deadline = time.monotonic() + timeout
-        while wanted not in self.output and time.monotonic() < deadline:
-            try:
-                message = json.loads(self.ws.recv())
-            except websocket.WebSocketTimeoutException:
-                continue
-            if message[0] == "stdout":
-                self.output += message[1]
-        return self.output
-
-    def close(self) -> None:
-        self.ws.close()
-        self.session.request("DELETE", f"/user/{self.user}/api/terminals/{self.name}")
