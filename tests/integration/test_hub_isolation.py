@@ -10,6 +10,7 @@ This module has its own container name and port, so it needs no lock against the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -40,11 +41,13 @@ ORDERS = tuple(itertools.permutations(("ana", "ben", "caz")))  # who is forked f
 def world(tmp_path_factory):
     require_docker()
     remove_hub_containers(NAME)
-    w = World(tmp_path_factory.mktemp("isolation"), name=NAME, port=PORT, users=STUDENTS, cpu_limit=CPU_LIMIT)
+    w = World(tmp_path_factory.mktemp("isolation"), name=NAME, port=PORT, users=STUDENTS)
+    limited = dataclasses.replace(w.config.settings.hub, cpu_limit=CPU_LIMIT)
+    w.config = dataclasses.replace(w.config, settings=dataclasses.replace(w.config.settings, hub=limited))
     asyncio.run(w.converge())
     w.admin = root("cat", "/run/conjuring/secrets/service-token").strip()
     w.uids = json.loads((w.hub.paths.state_dir / "uids.json").read_text())["users"]
-    w.sessions = {name: login(name, password, port=PORT) for name, password, _ in STUDENTS}
+    w.sessions = {name: login(name, password, base=w.base) for name, password, _ in STUDENTS}
     w.kernels, w.tokens = {}, {"ben": [], "caz": []}  # every server token B and C had, one per spawn
     for name in ORDERS[0]:
         start_server(w, name)
