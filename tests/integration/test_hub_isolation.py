@@ -202,8 +202,8 @@ def test_a_finds_none_of_b_and_c_secrets_in_any_memory_file_or_proc_entry_she_ca
     assert seen["files"] > 5000, scanned  # the last hunt really went through the container's files
     print("\n".join(scanned))
     assert not leaks, (f"ana found other students' secrets (#n of m: the token of their n-th spawn, m is the one in use; "
-                       f"expected on main: the fork server parses each request's environment before it forks, and "
-                       f"every child inherits that heap): {json.dumps(leaks, indent=1)}\nscanned: {scanned}")
+                       f"as when the fork server parsed each request's environment before it forked, and every child "
+                       f"inherited that heap): {json.dumps(leaks, indent=1)}\nscanned: {scanned}")
     assert not seen["readable"], f"ana can read {seen['readable']}"
 
 
@@ -253,7 +253,8 @@ def test_a_listening_on_every_port_of_the_spawners_ranges_does_not_receive_bs_tr
     shown = {what: answer if what == "whoami" else (answer[0], answer[1][:160]) for what, answer in got.items()}
     story = (f"ana bound {listening.get('bound')} (refused {listening.get('refused')}); "
              f"ben's server after the restart: {state}; ben got {shown}; ana's listeners were asked {len(hits)} times: {hits[:3]}")
-    hint = " (expected on main: ports 10000 + uid % 20000 can be taken by a student until servers get root-bound ports)"
+    print(story)
+    hint = " (as with the old design's ports, 10000 + uid % 20000, which a student can take first)"
     hijacked = hits or any("A-was-here" in answer[1] for what, answer in got.items() if what != "whoami")
     assert not hijacked, "ben's traffic reached ana's listener" + hint + ": " + story
     assert state and state.get("ready"), "ben's server did not start while ana held the ports" + hint + ": " + story
@@ -289,6 +290,7 @@ def test_hostile_requests_to_the_fork_server_leave_it_forking_bens_next_kernel_a
     kernel = new_kernel(world, "ben")
     uid, parent = (int(n) for n in execute(world.sessions["ben"], "ben", kernel, "import os; print(os.getuid(), os.getppid())").split())
     story += f"\nben's next kernel: uid {uid}, parent {parent} (ben is {world.uids['ben']}, the fork server {after})"
+    print(story)
     assert after == before and not said["outages"], \
         f"the fork server went away under ana's requests (pid {before}, now {after}): {story}"
     assert (uid, parent) == (world.uids["ben"], after), story
