@@ -278,17 +278,37 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from conjuringd.backup import restore_homes
+    from conjuringd.backup_legacy import restore_any  # this box's backups, and the original Conjuring's
+    from conjuringd.backup_manifest import BackupError
     from conjuringd.uids import UidMap
 
     paths = _paths(args)
     owners = UidMap(paths.state_dir / "uids.json").known()  # homes not on the box yet: the box's own UIDs
-    result = restore_homes(Path(args.src), Path(args.home_dir or paths.home), force=args.force, owners=owners)
+    try:
+        result = restore_any(Path(args.src), Path(args.home_dir or paths.home), force=args.force, owners=owners)
+    except BackupError as exc:
+        print(f"not restored: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     for problem in result.problems:
         print(f"skipped: {problem}", file=sys.stderr)
     print(f"restored {len(result.restored)}, identical {result.identical}, kept newer {len(result.kept_newer)}, "
           f"skipped {len(result.problems)}")
     return EXIT_OK if not result.problems else EXIT_INVALID
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from conjuringd.migrate import MigrateError, box_home_dir, format_report, migrate
+
+    paths = _paths(args)
+    try:
+        report = migrate(Path(args.path), paths, Path(args.home_dir or box_home_dir(paths)), force=args.force)
+    except MigrateError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"not migrated: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(format_report(report))
+    return EXIT_INVALID if report.restore and report.restore.problems else EXIT_OK
 
 
 def _paths(args: argparse.Namespace) -> Paths:
@@ -338,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home-dir", default=None)
     p.add_argument("--force", action="store_true", help="also overwrite files that are newer than the backup")
     p.set_defaults(func=cmd_restore)
+    p = sub.add_parser("migrate", help="take over an original Conjuring installation: its custom/ and homes (root)")
+    p.add_argument("path", help="the folder holding the original's custom/ (its checkout)")
+    p.add_argument("--home-dir", default=None)
+    p.add_argument("--force", action="store_true", help="also overwrite files that are newer on this box")
+    p.set_defaults(func=cmd_migrate)
     return parser
 
 
