@@ -158,12 +158,15 @@ def restore_tar(path: Path, home_dir: Path, *, force: bool = False, owners: Mapp
 
 
 def restore_tree(src: Path, home_dir: Path, *, force: bool = False, owners: Mapping[str, int] | None = None,
-                 source_owners: Mapping[str, int] | None = None) -> RestoreResult:
-    """Restore a mirror of homes. `source_owners`: the UID each home had where it comes from
-    (default: the owner of the home folder in `src`), for the hard-link rule."""
+                 source_owners: Mapping[str, int] | None = None, only: set[str] | None = None) -> RestoreResult:
+    """Restore a mirror of homes (`only` those homes, if given). `source_owners`: the UID each home
+    had where it comes from (default: the owner of the home folder in `src`), for the hard-link rule."""
     if not src.is_dir():
         raise BackupError(f"{src}: not a folder")
     items, problems = tree_items(src)
+    if only is not None:
+        items = [i for i in items if PurePosixPath(i.entry.path).parts[0] in only]
+        problems = [p for p in problems if p.split("/", 1)[0] in only]
     if not any(i.entry.kind == "dir" and "/" not in i.entry.path for i in items):
         raise BackupError(f"{src}: not a home backup (no {MANIFEST}, no {LEGACY_TAR}, no home folders)")
     homes = dict(source_owners or {})

@@ -141,7 +141,8 @@ def migrate(path: Path, paths: Paths, home_dir: Path, *, force: bool = False) ->
     owners = _plan_homes(home_src, users, UidMap(paths.state_dir / "uids.json"), report)
     if owners:
         source_owners = {name: report.uid_map[name][0] for name in owners}
-        report.restore = restore_tree(home_src, home_dir, force=force, owners=owners, source_owners=source_owners)
+        report.restore = restore_tree(home_src, home_dir, force=force, owners=owners, source_owners=source_owners,
+                                      only=set(owners))
     return report
 
 

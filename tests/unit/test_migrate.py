@@ -38,6 +38,9 @@ def original_installation(root: Path) -> Path:
         for path in (home, home / "work", home / "work" / "mine.txt", home / "shared"):
             os.lchown(path, uid, 1000)  # group: the original's "conjuring"
     os.mkfifo(custom / "home" / "ana" / "pipe")
+    (custom / "home" / "Not A User").mkdir()
+    (custom / "home" / "lost+found").mkdir()
+    (custom / "home" / "stray.txt").write_text("x")
     return root
 
 
@@ -72,6 +75,8 @@ def test_migrate_imports_the_configuration_and_each_home_with_this_boxs_uids(tmp
     assert uids == {"ben": 2000, "ana": 2001, "teacher": 2002, "gone": 2003}
     assert report.uid_map == {"ana": (2000, 2001), "ben": (2001, 2000), "teacher": (2002, 2002), "gone": (2003, 2003)}
     assert report.not_listed == ["gone"]
+    assert report.skipped_homes == ["Not A User: not a user name", "lost+found: not a user name", "stray.txt: not a folder"]
+    assert sorted(os.listdir(box.home)) == ["ana", "ben", "gone", "teacher"]
     for name, uid in uids.items():
         home = box.home / name
         assert (home / "work" / "mine.txt").read_text() == f"{name}'s work\n"
