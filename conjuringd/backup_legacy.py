@@ -53,12 +53,24 @@ def backup_format(src: Path) -> str:
 
 def restore_any(src: Path, home_dir: Path, *, force: bool = False, owners: Mapping[str, int] | None = None) -> RestoreResult:
     """Restore whichever kind of backup `src` is (see backup_format)."""
+    if problem := _not_a_backup(src):
+        raise BackupError(problem)
     kind = backup_format(src)
     if kind == "manifest":
         return restore_homes(src, home_dir, force=force, owners=owners)
     if kind == "tar":
         return restore_tar(src / LEGACY_TAR, home_dir, force=force, owners=owners)
     return restore_tree(src, home_dir, force=force, owners=owners)
+
+
+def _not_a_backup(src: Path) -> str:
+    """Why `src` is the wrong folder to restore from (a stick's conjuring/ or custom/), or ""."""
+    for inner in ("home_backup", "custom/home_backup"):
+        if (src / inner).is_dir():
+            return f"{src} is not a backup but holds one: give {src / inner}"
+    if (src / "users.csv").is_file():
+        return f"{src} is a configuration folder, not a backup"
+    return ""
 
 
 # --- reading the sources ---------------------------------------------------------

@@ -216,6 +216,13 @@ def test_a_folder_that_is_no_backup_says_so(tmp_path):
     (tmp_path / "b").mkdir()
     with pytest.raises(BackupError, match="not a home backup"):
         restore_any(tmp_path / "b", tmp_path / "homes")
+    original_homes(tmp_path / "stick" / "conjuring" / "custom" / "home_backup")
+    (tmp_path / "stick" / "conjuring" / "custom" / "users.csv").write_text("username,password\nana,x\n")
+    with pytest.raises(BackupError, match="not a backup but holds one: give .*/conjuring/custom/home_backup"):
+        restore_any(tmp_path / "stick" / "conjuring", tmp_path / "homes")
+    with pytest.raises(BackupError, match="holds one"):
+        restore_any(tmp_path / "stick" / "conjuring" / "custom", tmp_path / "homes")
+    assert not (tmp_path / "homes").exists(), "a configuration folder is never taken for homes"
 
 
 def test_conjuringctl_restore_reads_the_originals_tar(tmp_path):
