@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.legacy_backup import hostile_tar
 from tests.support.udev import REPO, make_ext4_stick, unavailable
 
 pytestmark = pytest.mark.udev
@@ -85,3 +86,52 @@ def check_restored(result: subprocess.CompletedProcess, homes: Path) -> None:
     who = subprocess.run(["setpriv", f"--reuid={ANA}", f"--regid={ANA}", "--clear-groups",
                           str(homes / "ana" / "rootshell")], input="id -u\n", capture_output=True, text=True, timeout=30)
     assert who.stdout.strip() == str(ANA), who
+
+
+def original_format_stick(root: Path, outside: Path) -> Path:
+    """An attacker's stick in the original Conjuring's layout: conjuring/custom/home_backup/ holding
+    home.tar with every hostile kind of member (tests/support/legacy_backup.py)."""
+    backup = root / "conjuring" / "custom" / "home_backup"
+    backup.mkdir(parents=True)
+    hostile_tar(backup / "home.tar", outside)
+    return root
+
+
+def test_restore_of_a_crafted_home_tar_in_the_originals_layout_refuses_each_hostile_member(tmp_path):
+    if os.geteuid() != 0:
+        unavailable("mounting a stick image needs root")
+    work = Path(tempfile.mkdtemp(prefix="conj-restore-tar-"))
+    os.chmod(work, 0o755)  # the student must be able to reach their home (tmp_path is root's 0700)
+    outside = work / "outside"
+    outside.mkdir()
+    image = make_ext4_stick(tmp_path / "usb-tar.img", original_format_stick(tmp_path / "tree", outside))
+    mount_point = tmp_path / "stick"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-o", "loop,ro,nosuid,nodev", str(image), str(mount_point)], check=True)
+    state, homes = tmp_path / "state", work / "homes"
+    state.mkdir()
+    (state / "uids.json").write_text(json.dumps({"users": {"ana": ANA, "ben": ANA + 1}}))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "conjuringd.ctl", "--state-dir", str(state), "restore",
+             str(mount_point / "conjuring" / "custom" / "home_backup"), "--home-dir", str(homes)],
+            capture_output=True, text=True, cwd=REPO, timeout=60)
+    finally:
+        subprocess.run(["umount", "-d", str(mount_point)], check=False)
+    try:
+        assert result.returncode == 1, result
+        for refused in ("'../escaped': unsafe path", f"'{outside}/absolute': unsafe path", "ana/null: a device node",
+                        "ana/shadow: a hard link to '/etc/shadow'", "ana/bens: a hard link into another home"):
+            assert refused in result.stderr, (refused, result.stderr)
+        assert "restored 4," in result.stdout, result.stdout
+        assert os.listdir(outside) == [] and sorted(os.listdir(work)) == ["homes", "outside"]
+        assert sorted(os.listdir(homes / "ana")) == ["copy", "out", "rootshell"]
+        for name in ("ana", "ana/rootshell", "ana/copy"):
+            st = os.lstat(homes / name)
+            assert (st.st_uid, st.st_gid) == (ANA, ANA), name
+            assert not st.st_mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX), (name, oct(st.st_mode))
+        who = subprocess.run(["setpriv", f"--reuid={ANA}", f"--regid={ANA}", "--clear-groups", str(homes / "ana" / "copy")],
+                             input="id -u\n", capture_output=True, text=True, timeout=30)
+        assert who.stdout.strip() == str(ANA), who
+    finally:
+        shutil.rmtree(work)

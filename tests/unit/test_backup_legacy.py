@@ -1,7 +1,6 @@
 """Restoring the original Conjuring's backups: its rsync mirror (home_backup/<user>/) and its
 home.tar (made with GNU tar -cp, grown with tar -up), and hostile versions of both."""
 
-import io
 import os
 import shutil
 import stat
@@ -15,12 +14,12 @@ import pytest
 
 from conjuringd.backup_legacy import backup_format, restore_any, restore_tar, restore_tree, tar_items
 from conjuringd.backup_manifest import BackupError
+from tests.support.legacy_backup import MTIME, add, hostile_tar
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="owners can only be set as root")
 
 ORIGINAL = {"ana": 2000, "ben": 2001}  # the original's useradd -K UID_MIN=2000, in users.csv order
 BOX = {"ana": 2011, "ben": 2010}  # this box's stable UIDs: ben was known first here
-MTIME = 1_650_000_000
 
 
 def original_homes(root: Path) -> Path:
@@ -100,36 +99,6 @@ def test_files_newer_on_the_box_are_kept_unless_forced(tmp_path):
     assert mine.read_bytes() == b"written on the box this week\n"
     restore_tree(backup, tmp_path / "homes", owners=BOX, force=True)
     assert mine.read_bytes() == b"ana's notes\n"
-
-
-def add(tar: tarfile.TarFile, name: str, data: bytes = b"", **fields) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data) if fields.get("type", tarfile.REGTYPE) == tarfile.REGTYPE else 0
-    info.mtime = MTIME
-    for key, value in fields.items():
-        setattr(info, key, value)
-    tar.addfile(info, io.BytesIO(data) if info.size else None)
-
-
-def hostile_tar(path: Path, outside: Path) -> None:
-    """What an attacker's stick could carry as home_backup/home.tar."""
-    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
-        add(tar, "ana", type=tarfile.DIRTYPE, mode=0o7777, uid=0, gid=0)
-        add(tar, "ana/rootshell", b"#!/bin/sh\nexec /bin/sh -p\n", mode=0o6755, uid=0, gid=0)
-        add(tar, "../escaped", b"x", mode=0o644)
-        add(tar, "ana/../../escaped2", b"x", mode=0o644)
-        add(tar, f"{outside}/absolute", b"x", mode=0o644)
-        add(tar, "ana/null", type=tarfile.CHRTYPE, devmajor=1, devminor=3, mode=0o666)
-        add(tar, "ana/disk", type=tarfile.BLKTYPE, devmajor=8, devminor=0, mode=0o666)
-        add(tar, "ana/pipe", type=tarfile.FIFOTYPE, mode=0o666)
-        add(tar, "ana/shadow", type=tarfile.LNKTYPE, linkname="/etc/shadow", mode=0o644)
-        add(tar, "ana/up", type=tarfile.LNKTYPE, linkname="../../outside/secret", mode=0o644)
-        add(tar, "ben/secret", b"ben's own", mode=0o600)
-        add(tar, "ana/bens", type=tarfile.LNKTYPE, linkname="ben/secret", mode=0o644)
-        add(tar, "ana/copy", type=tarfile.LNKTYPE, linkname="ana/rootshell", mode=0o4755)
-        add(tar, "ana/out", type=tarfile.SYMTYPE, linkname=str(outside), mode=0o777)
-        add(tar, "ana/out/planted", b"through the link", mode=0o644)
-        add(tar, "toplevel-file", b"x", mode=0o644)
 
 
 @pytest.fixture
