@@ -230,9 +230,12 @@ except OSError as exc:
     c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
     c.send(b"x" * 200000); results["200kB"] = answer(c)
 c = connect(); many = [os.open(os.devnull, os.O_RDONLY) for _ in range(250)]
-for _ in range(4):
-    socket.send_fds(c, [b'{"kind": "kernel"}'], many)
-results["1000 fds"] = answer(c)
+try:
+    for _ in range(4):
+        socket.send_fds(c, [b'{"kind": "kernel"}'], many)
+    results["1000 fds"] = answer(c)
+except BrokenPipeError:  # refused after the first 250 and closed before the rest were sent
+    results["1000 fds"] = "BrokenPipeError"
 held = []
 for _ in range(1000):
     try:
@@ -243,8 +246,16 @@ for _ in range(1000):
 results["held"] = len(held)
 for h in held:
     h.close()
-time.sleep(0.2)
-c = connect(); socket.send_fds(c, [b'{"kind": "server", "user": "nobody"}'], [0, 1, 2, 0]); results["server"] = answer(c)
+# the fork server drops this account's connections beyond its cap until it has caught up with the flood
+for _ in range(100):
+    try:
+        c = connect(); socket.send_fds(c, [b'{"kind": "server", "user": "nobody"}'], [0, 1, 2, 0])
+        results["server"] = answer(c)
+    except OSError as exc:
+        results["server"] = type(exc).__name__
+    if results["server"].startswith("{"):
+        break
+    time.sleep(0.1)
 print(json.dumps(results))
 """
 
@@ -255,7 +266,7 @@ def test_hostile_requests_are_refused_and_the_student_still_gets_a_kernel(server
     assert "flat JSON object" in results["nested"] or "too long" in results["nested"], results
     assert "too long" in results.get("200kB", results["100MB"]) or results["100MB"].startswith("client"), results
     # refused; the reply may be lost to the reset of a connection closed with messages still queued
-    assert "too many file descriptors" in results["1000 fds"] or results["1000 fds"] == "ConnectionResetError", results
+    assert "too many file descriptors" in results["1000 fds"] or results["1000 fds"] in ("ConnectionResetError", "BrokenPipeError"), results
     assert "only the hub starts servers" in results["server"], results
     assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
     # after all that the student's own kernel request is forked, and the child is the student, not root
