@@ -1,4 +1,4 @@
-"""conjuringctl: validate, plan, apply, inspect.
+"""conjuringctl: validate, plan, apply, inspect; make a users.csv (users new).
 
 Exit codes:
   0  success (validate: no errors; warnings allowed)
@@ -338,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home-dir", default=None)
     p.add_argument("--force", action="store_true", help="also overwrite files that are newer than the backup")
     p.set_defaults(func=cmd_restore)
+    from conjuringd import newusers
+
+    newusers.register(sub)
     return parser
 
 
