@@ -113,7 +113,8 @@ class _Lenient:
         found = []
         for kind, rows in self.seen.items():
             if rows:
-                examples = ", ".join(detail for _, detail in rows[:3]) + (", ..." if len(rows) > 3 else "")
+                details = list(dict.fromkeys(detail for _, detail in rows))  # each different one once
+                examples = ", ".join(details[:3]) + (", ..." if len(details) > 3 else "")
                 found.append(warning(file, rows[0][0], _LENIENT[kind].format(examples=examples) + _lines(rows)))
         return found
 
