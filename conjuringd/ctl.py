@@ -1,4 +1,4 @@
-"""conjuringctl: validate, plan, apply, inspect.
+"""conjuringctl: validate, plan, apply, inspect; make a users.csv (users new).
 
 Exit codes:
   0  success (validate: no errors; warnings allowed)
@@ -363,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home-dir", default=None)
     p.add_argument("--force", action="store_true", help="also overwrite files that are newer on this box")
     p.set_defaults(func=cmd_migrate)
+    from conjuringd import newusers
+
+    newusers.register(sub)
     return parser
 
 

@@ -55,7 +55,9 @@ class ConjuringAuthenticator(Authenticator):
         self.throttle = LoginThrottle()
 
     async def authenticate(self, handler, data):
-        name, password = str(data.get("username", ""))[:256], str(data.get("password", ""))
+        # accounts are lower case (users.csv's names are folded, as JupyterHub's normalize_username does):
+        # "Jane" logs in as jane, and counts against jane's back-off, whatever case the guesses use
+        name, password = str(data.get("username", ""))[:256].lower(), str(data.get("password", ""))
         try:
             at = self.throttle.turn(name, time.monotonic())
         except Busy as busy:  # refused before anything is compared: the answer tells nothing
