@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conjuringd.config.model import CustomConfig
+from conjuringd.hub.extensions import server_extensions
 
 DEFAULT_BASE = "debian:bookworm"
 VENV = "/opt/conjuring/venv"
@@ -39,6 +40,12 @@ CORE_PACKAGES = (
 # about 2 of the 3 CPU-seconds of every single-user server start. Nothing needs it (jsonschema skips the
 # iri formats without it).
 CORE_UNUSED = ("rfc3987-syntax", "lark")
+# micromamba, pinned: a release binary of github.com/mamba-org/micromamba-releases and its published sha256
+# (linux-64, the only architecture pinned: elsewhere the step stops with a message)
+MICROMAMBA_VERSION = "2.1.0-0"
+MICROMAMBA_SHA256 = "15d4127a9b248907ab99e2804bd86789f1bbd1458d206065c16a9e86c02d6a30"
+MICROMAMBA_URL = (f"https://github.com/mamba-org/micromamba-releases/releases/download/{MICROMAMBA_VERSION}/"
+                  "micromamba-linux-64")
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 _CA_ENV = (
     f"PIP_CERT={CA_BUNDLE} SSL_CERT_FILE={CA_BUNDLE} REQUESTS_CA_BUNDLE={CA_BUNDLE} "
@@ -46,6 +53,12 @@ _CA_ENV = (
 )
 _APT_CLEAN = "rm -rf /var/lib/apt/lists/*"
 _APT_INSTALL = "apt-get update && apt-get install -y --no-install-recommends"
+MICROMAMBA_STEP = (
+    "RUN { [ \"$(uname -m)\" = x86_64 ] || { echo 'conda environments need an x86_64 box: micromamba is pinned "
+    "for linux-64 only' >&2; exit 1; }; } "
+    f"&& {_APT_INSTALL} curl && {_APT_CLEAN} && curl -fsSL -o /usr/local/bin/micromamba {MICROMAMBA_URL} "
+    f"&& echo '{MICROMAMBA_SHA256}  /usr/local/bin/micromamba' | sha256sum -c - && chmod 755 /usr/local/bin/micromamba"
+)
 
 
 @dataclass(frozen=True)
@@ -150,9 +163,28 @@ def _kernel_lines(b: _Builder, name: str, kind: str, content: bytes) -> None:
         b.step(f"COPY kernels/environment-{name}.yml {prefix}.yml")
         b.step(
             f"RUN micromamba create -y -p {prefix} -f {prefix}.yml && micromamba install -y -p {prefix} "
-            f"-c conda-forge ipykernel && micromamba clean -a -y && {prefix}/bin/python -m ipykernel install "
+            f"-c conda-forge ipykernel pip && micromamba clean -a -y && {prefix}/bin/python -m ipykernel install "
             f"--prefix {spec_prefix} --name {name} --display-name {json.dumps('Python (' + name + ')')}"
         )
+
+
+def _requirements_lines(b: _Builder, config: CustomConfig) -> None:
+    """requirements.txt into the default kernel's environment (the hub's venv, or environment.yml's conda
+    environment: the original's one environment held both files); then the known server-side extensions
+    of both files into the hub's venv, held to the core's pinned versions (conjuringd.hub.extensions)."""
+    conda_default = bool(config.environment.strip())
+    if config.requirements.strip():
+        python = f"{CONDA_DIR}/python3/bin/python" if conda_default else f"{VENV}/bin/python"
+        b.add("requirements.txt", config.requirements)
+        b.step("COPY requirements.txt /opt/conjuring/requirements.txt")
+        b.step(f"RUN {python} -m pip install --no-cache-dir -r /opt/conjuring/requirements.txt")
+    extensions = server_extensions(config.environment, config.requirements) if conda_default else ()
+    if extensions:  # without environment.yml requirements.txt went into the hub's venv just above
+        b.add("server-extensions.txt", "".join(f"{spec}\n" for spec in extensions).encode())
+        b.add("core-constraints.txt", "".join(f"{pin}\n" for pin in CORE_PACKAGES).encode())
+        b.step("COPY server-extensions.txt core-constraints.txt /opt/conjuring/")
+        b.step(f"RUN {VENV}/bin/pip install --no-cache-dir -c /opt/conjuring/core-constraints.txt "
+               "-r /opt/conjuring/server-extensions.txt")
 
 
 def _needs_micromamba(config: CustomConfig) -> bool:
@@ -187,10 +219,7 @@ def render(config: CustomConfig, image_hash: str, base: str | None = None) -> Re
         b.step(f"RUN {_APT_INSTALL} {' '.join(sorted(config.apt_packages))} && {_APT_CLEAN}")
     b.section("environment")
     if _needs_micromamba(config):
-        b.step(
-            f"RUN {_APT_INSTALL} curl bzip2 && {_APT_CLEAN} && curl -fsSL "
-            "https://micro.mamba.pm/api/micromamba/linux-64/latest | tar -xj -C /usr/local bin/micromamba"
-        )
+        b.step(MICROMAMBA_STEP)
         b.step(f"ENV MAMBA_ROOT_PREFIX={CONDA_DIR}/root")
     if config.environment.strip():
         _kernel_lines(b, "python3", "conda", config.environment)
@@ -198,10 +227,7 @@ def render(config: CustomConfig, image_hash: str, base: str | None = None) -> Re
         b.section(f"kernel:{kernel.name}")
         _kernel_lines(b, kernel.name, kernel.kind, kernel.content)
     b.section("requirements")
-    if config.requirements.strip():
-        b.add("requirements.txt", config.requirements)
-        b.step("COPY requirements.txt /opt/conjuring/requirements.txt")
-        b.step(f"RUN {VENV}/bin/pip install --no-cache-dir -r /opt/conjuring/requirements.txt")
+    _requirements_lines(b, config)
     b.section("runtime")
     for path, data, mode in runtime_files():
         b.add(path, data, mode)

@@ -1,0 +1,139 @@
+"""environment.yml and requirements.txt make one default environment, as in the original Conjuring (real hub).
+
+The original installed both files into conda's base environment, where its server and default kernel ran.
+Here a non-empty environment.yml makes the default kernel a conda environment of its own; this builds a real
+hub image and container from a teacher's environment.yml, environment-extra.yml and requirements.txt and
+looks, as a student, at what the original gave: one notebook importing from both files, the kernels and
+their names, widgets and nbgitpuller reaching the server, and the hub's own pins not moved.
+
+STAND-IN: conda channels and micromamba's download are not reachable from the test machine. The image is
+built with tests/support/standin/micromamba (a clearly named venv + pip script, see tests/support/
+condastandin.py) in place of the pinned download; every other step is the product's. Not covered here:
+real conda solving, channels, conda-only packages (r-base...), and the pinned binary's download and
+checksum (tests/unit/test_hub_extensions.py checks the rendered step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+
+import pytest
+
+from conjuringd.adapters import docker as docker_adapter
+from conjuringd.config.model import Kernel
+from tests.support.condastandin import standin_render
+from tests.support.docker import DOCKER, require_docker
+from tests.support.hubconfig import replace
+from tests.support.hubworld import World, container_logs, login, remove_hub_containers
+from tests.support.kernel import execute
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+NAME, PORT = "conjuring-envtest", 18977  # its own container: no lock needed against the other hub tests
+CONDA = "/opt/conjuring/conda"
+ENVIRONMENT = b"""#name: a-course
+channels:
+  - conda-forge
+dependencies:
+  - python
+  - pip
+  - tabulate
+  - ipywidgets
+  - pip:
+    - nbgitpuller
+"""
+EXTRA = b"name: extra\nchannels: [conda-forge]\ndependencies:\n  - six\n"
+REQUIREMENTS = b"# from requirements.txt only\ntomli-w\n"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    require_docker()
+    remove_hub_containers(NAME)
+    w = World(tmp_path_factory.mktemp("oneenv"), name=NAME, port=PORT)
+    w.config = replace(w.config, environment=ENVIRONMENT, requirements=REQUIREMENTS,
+                       kernels=(Kernel(name="extra", kind="conda", file="environment-extra.yml", content=EXTRA),))
+    patch = pytest.MonkeyPatch()
+    patch.setattr(docker_adapter, "render", standin_render)
+    try:
+        asyncio.run(w.converge())
+        w.alice = login("alice", "alice-pw-1", w.base)
+        assert w.alice.wait_lab("alice", 240) == 200, container_logs(60, NAME)
+        yield w
+    finally:
+        patch.undo()
+        asyncio.run(w.hub.close())
+        remove_hub_containers(NAME)
+
+
+def sh(*args: str) -> str:
+    run = subprocess.run([DOCKER, "exec", NAME, *args], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run.stdout
+
+
+def notebook_kernel(world, path: str, kernel: str = "python3") -> str:
+    """A notebook saved in alice's home and opened with `kernel`, as JupyterLab opens one; its kernel id."""
+    base = "/user/alice/api"
+    notebook = {"cells": [], "metadata": {"kernelspec": {"name": kernel, "display_name": kernel}},
+                "nbformat": 4, "nbformat_minor": 5}
+    status, _, body = world.alice.request("PUT", f"{base}/contents/{path}",
+                                          {"type": "notebook", "format": "json", "content": notebook})
+    assert status in (200, 201), body[:300]
+    status, _, body = world.alice.request("POST", f"{base}/sessions",
+                                          {"path": path, "type": "notebook", "name": path, "kernel": {"name": kernel}})
+    assert status == 201, body[:300]
+    return json.loads(body)["kernel"]["id"]
+
+
+def test_the_default_kernel_imports_from_environment_yml_and_requirements_txt_in_one_notebook(world):
+    kernel = notebook_kernel(world, "both.ipynb")
+    code = ("import sys, tabulate, tomli_w, ipywidgets\n"
+            "print(sys.prefix); print(tabulate.__name__, tomli_w.__name__, ipywidgets.__version__.split('.')[0])")
+    prefix, modules = execute(world.alice, "alice", kernel, code, timeout=120).split("\n")[:2]
+    assert prefix == f"{CONDA}/python3"  # the default kernel is environment.yml's environment ...
+    assert modules.startswith("tabulate tomli_w ")  # ... and has requirements.txt in it too
+    with pytest.raises(RuntimeError, match="ModuleNotFoundError"):  # the extra kernel's package is not in it
+        execute(world.alice, "alice", kernel, "import six", timeout=60)
+
+
+def test_kernels_are_registered_under_their_names(world):
+    status, _, body = world.alice.request("GET", "/user/alice/api/kernelspecs")
+    assert status == 200
+    specs = json.loads(body)
+    assert specs["default"] == "python3" and set(specs["kernelspecs"]) == {"python3", "extra"}
+    argv = {name: spec["spec"]["argv"][0] for name, spec in specs["kernelspecs"].items()}
+    assert argv == {"python3": f"{CONDA}/python3/bin/python", "extra": f"{CONDA}/extra/bin/python"}
+    kernel = notebook_kernel(world, "extra.ipynb", "extra")
+    out = execute(world.alice, "alice", kernel, "import sys, six; print(sys.prefix)", timeout=120)
+    assert out.strip() == f"{CONDA}/extra"
+
+
+def test_a_conda_kernel_starts_the_usual_way_not_from_the_fork_server(world):
+    kernel = notebook_kernel(world, "parent.ipynb")
+    parent = int(execute(world.alice, "alice", kernel, "import os; print(os.getppid())", timeout=60))
+    parent_args = sh("ps", "-o", "args=", "-p", str(parent)).strip()
+    assert "jupyterhub-singleuser" in parent_args, parent_args  # a child of alice's server, not of the fork server
+    exe = execute(world.alice, "alice", kernel, "import sys; print(sys.executable)", timeout=60)
+    assert exe.strip() == f"{CONDA}/python3/bin/python"  # not the hub venv's Python: forkable_kernel() says no
+    assert "not this Python's ipykernel" not in container_logs(3000, NAME)  # and it was not even asked
+
+
+def test_extensions_listed_for_the_kernel_reach_the_server_without_moving_its_pins(world):
+    _, _, page = world.alice.request("GET", "/user/alice/lab")
+    config = json.loads(re.search(rb'id="jupyter-config-data"[^>]*>(.*?)</script>', page, re.S).group(1))
+    federated = {ext["name"] for ext in config.get("federated_extensions", [])}
+    assert "@jupyter-widgets/jupyterlab-manager" in federated, sorted(federated)  # ipywidgets' lab half
+    assert config["appVersion"] == "4.6.6"  # the extensions were held to the hub's pinned JupyterLab
+    status, _, _ = world.alice.request("GET", "/user/alice/git-pull")
+    assert status != 404  # nbgitpuller's handler is served (without ?repo= it refuses the request)
+    installed = sh("/opt/conjuring/venv/bin/pip", "list", "--format=freeze")
+    assert "nbgitpuller==" in installed and "ipywidgets==" in installed
+    assert "tabulate==" not in installed and "tomli_w==" not in installed.replace("-", "_")  # kernel-only stays there
+
+
+def test_the_image_was_built_with_the_stand_in_not_a_real_micromamba(world):
+    assert "micromamba STAND-IN" in sh("micromamba", "--version")  # what this test did not cover: see above
