@@ -183,8 +183,9 @@ def _requirements_lines(b: _Builder, config: CustomConfig) -> None:
         b.add("server-extensions.txt", "".join(f"{spec}\n" for spec in extensions).encode())
         b.add("core-constraints.txt", "".join(f"{pin}\n" for pin in CORE_PACKAGES).encode())
         b.step("COPY server-extensions.txt core-constraints.txt /opt/conjuring/")
+        # pip completes the core's dependencies on the way: what CORE_UNUSED took out comes back unless removed
         b.step(f"RUN {VENV}/bin/pip install --no-cache-dir -c /opt/conjuring/core-constraints.txt "
-               "-r /opt/conjuring/server-extensions.txt")
+               f"-r /opt/conjuring/server-extensions.txt && {VENV}/bin/pip uninstall -y {' '.join(CORE_UNUSED)}")
 
 
 def _needs_micromamba(config: CustomConfig) -> bool:

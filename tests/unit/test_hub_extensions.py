@@ -54,7 +54,7 @@ def test_with_environment_yml_requirements_go_into_its_kernel_and_extensions_int
     assert files(rendered)["server-extensions.txt"] == b"ipywidgets==8.1.*\nnbgitpuller>=1.2\n"
     assert files(rendered)["core-constraints.txt"].decode().split() == list(CORE_PACKAGES)
     assert ("RUN /opt/conjuring/venv/bin/pip install --no-cache-dir -c /opt/conjuring/core-constraints.txt "
-            "-r /opt/conjuring/server-extensions.txt") in text
+            "-r /opt/conjuring/server-extensions.txt && /opt/conjuring/venv/bin/pip uninstall -y rfc3987-syntax lark") in text
     assert text.index("server-extensions.txt") > text.index("# --- layer: requirements")
 
 
