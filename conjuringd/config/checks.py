@@ -128,6 +128,13 @@ def check_environment(text: str, file: str) -> list[Problem]:
     return problems
 
 
+def environment_name(text: str, file: str) -> str:
+    """The environment's `name:` ("" when it has none, or the file does not parse)."""
+    data, _, problems = load_yaml(text, file)
+    name = data.get("name") if isinstance(data, dict) and not problems else None
+    return str(name).strip() if isinstance(name, (str, int, float)) and not isinstance(name, bool) else ""
+
+
 def _check_dependency(dep: Any, node: yaml.Node | None, file: str) -> list[Problem]:
     if isinstance(dep, str) and dep.strip() and not re.search(r"\s\S*\s", dep.strip()):
         return []
@@ -244,6 +251,7 @@ def check_python(text: str, file: str) -> list[Problem]:
 
 # --- docker-compose.override.yml ---------------------------------------------------------
 
+_MACHINE = " (in the machine's /etc/conjuring/conjuring.toml)"
 COMPOSE_KEYS = {
     "ports": "[hub] port",
     "mem_limit": "[hub] mem_limit",
@@ -251,15 +259,21 @@ COMPOSE_KEYS = {
     "cpus": "[hub] cpu_limit",
     "cpu_count": "[hub] cpu_limit",
     "image": "[hub] base_image",
-    "volumes": "[hub] home_dir",
+    "volumes": "[hub] home_dir" + _MACHINE,
+    "shm_size": "[hub] shm_size",
+    "runtime": "[hub] gpus" + _MACHINE,  # runtime: nvidia
+    "devices": "[hub] gpus" + _MACHINE,  # deploy.resources.reservations.devices
+    "gpus": "[hub] gpus" + _MACHINE,
 }
+COMPOSE_DEFAULT = ("ports -> [hub] port, mem_limit -> [hub] mem_limit, shm_size -> [hub] shm_size, "
+                   "GPUs -> [hub] gpus" + _MACHINE)
 
 
 def check_compose_override(text: str | None, file: str) -> list[Problem]:
     """Never executed: say which conjuring.toml keys replace what it sets."""
     data, _, _ = load_yaml(text, file) if text is not None else (None, None, [])
     found = sorted({f"{key} -> {COMPOSE_KEYS[key]}" for key in _keys(data, 0) if key in COMPOSE_KEYS})
-    replacements = ", ".join(found) if found else "ports -> [hub] port, mem_limit -> [hub] mem_limit"
+    replacements = ", ".join(found) if found else COMPOSE_DEFAULT
     return [
         warning(
             file,
