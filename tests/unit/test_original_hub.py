@@ -314,3 +314,42 @@ def test_shm_size_and_gpus_reach_the_container_spec():
     assert [dict(r) for r in spec["device_requests"]] == [
         {"Driver": "", "Count": -1, "DeviceIDs": [], "Capabilities": [["gpu"]], "Options": {}}]
     assert container_resources(HubSettings(gpus="2"))["device_requests"][0]["Count"] == 2
+
+
+async def test_the_one_line_reaches_the_report_and_the_old_hub_keeps_serving(tmp_path):
+    import shutil
+
+    from conjuringd.paths import Paths
+    from conjuringd.reconcile.execute import Adapters
+    from conjuringd.reconcile.loop import Reconciler
+    from conjuringd.reconcile.model import ImportOutcome
+    from conjuringd.reconcile.triggers import Heartbeat, Triggers
+    from conjuringd.status import StatusBoard
+    from conjuringd.sticks.report import StickReport, render_report
+    from conjuringd.store import SnapshotStore
+    from tests.unit.test_reconciler import REPO, FakeHub, Silent
+
+    paths = Paths(state_dir=tmp_path / "state", config_dir=tmp_path / "etc", runtime_dir=tmp_path / "run")
+    shutil.copytree(REPO / "custom", paths.local_custom)
+    hub = FakeHub()
+    reconciler = Reconciler(SnapshotStore(paths), Adapters(hub=hub), StatusBoard(paths.status_file, Silent()),
+                            Triggers(quiet=0.01), Heartbeat(), hub_enabled=True)
+    await reconciler.run_pass(("startup",))
+    serving = hub.container
+    line = bases.too_old_message("my/old:base", "3.9")
+    good_build = hub.build_image
+
+    async def too_old(desired, progress):
+        hub.calls.append("build")
+        raise BuildFailed(desired.hashes.image, f"step 3/31 (base): {line}", (line,))
+
+    hub.build_image = too_old
+    (paths.local_custom / "base.Dockerfile").write_text("FROM my/old:base\n")
+    await reconciler.run_pass(("local: edit",))
+    assert hub.container == serving
+    changes = reconciler.status.get("changes")
+    assert f"image build FAILED at step 3/31 (base): {line}; the previous hub keeps serving" in changes
+    facts = await reconciler._report_facts(type("PassLog", (), {"changes": changes, "build_tail": (line,)})())
+    text = render_report(StickReport("t", "box", "/dev/sdz1", "STICK", "U", ImportOutcome("applied", "c" * 64), facts))
+    assert text.count(line) == 2 and "Hub: build failed" in text  # in "What changed" and alone as the build's last line
+    hub.build_image = good_build
