@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -281,6 +283,30 @@ def check_compose_override(text: str | None, file: str) -> list[Problem]:
             f"is not executed by conjuringd; set these in conjuring.toml instead: {replacements}",
         )
     ]
+
+
+COMPOSE_OVERRIDES = frozenset(f"{stem}.{ext}" for stem in ("docker-compose.override", "compose.override") for ext in ("yml", "yaml"))
+COMPOSE_LIMIT = 1 << 20
+
+
+def compose_beside(conjuring: Path) -> list[Path]:
+    """Override files in a conjuring/ folder (any case, as FAT shows names), regular files only."""
+    try:
+        names = sorted(os.listdir(conjuring))
+    except OSError:
+        return []
+    found = [conjuring / n for n in names if n.lower() in COMPOSE_OVERRIDES]
+    return [p for p in found if os.path.isfile(p) and not os.path.islink(p)]
+
+
+def compose_text(path: Path) -> str | None:
+    """A compose file's text (at most 1 MiB, never through a link), None when unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read(COMPOSE_LIMIT).decode("utf-8", "replace")
+    except OSError:
+        return None
 
 
 def _keys(data: Any, depth: int) -> set[str]:

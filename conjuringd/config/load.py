@@ -37,7 +37,6 @@ REQUIREMENTS_RE = re.compile(r"requirements-(?P<kernel>.+)\.txt")
 COMPOSE_FILES = frozenset(
     f"{stem}.{ext}" for stem in ("docker-compose.override", "compose.override", "docker-compose") for ext in ("yml", "yaml")
 )
-COMPOSE_OVERRIDES = frozenset(f"{stem}.{ext}" for stem in ("docker-compose.override", "compose.override") for ext in ("yml", "yaml"))
 KERNEL_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 RESERVED_KERNELS = frozenset({"python3", "root"})  # "base" is the default environment (environment.yml)
 # the hub's own files in /srv/jupyterhub, never replaced from srv/ (hub/runtime/srvcopy.py)
@@ -298,28 +297,8 @@ def _load_compose_beside(state: _Load, root: Path) -> None:
     """The original's place for docker-compose.override.yml is conjuring/, beside custom/: said, never used."""
     if root.name.lower() != "custom":
         return
-    for path in compose_beside(root.parent):
-        state.problems.extend(checks.check_compose_override(compose_text(path), f"conjuring/{path.name}"))
-
-
-def compose_beside(conjuring: Path) -> list[Path]:
-    """Override files in a conjuring/ folder (any case, as FAT shows names), regular files only."""
-    try:
-        names = sorted(os.listdir(conjuring))
-    except OSError:
-        return []
-    found = [conjuring / n for n in names if n.lower() in COMPOSE_OVERRIDES]
-    return [p for p in found if os.path.isfile(p) and not os.path.islink(p)]
-
-
-def compose_text(path: Path) -> str | None:
-    """A compose file's text (at most 1 MiB, never through a link), None when unreadable."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as handle:
-            return handle.read(DEFAULT_LIMIT).decode("utf-8", "replace")
-    except OSError:
-        return None
+    for path in checks.compose_beside(root.parent):
+        state.problems.extend(checks.check_compose_override(checks.compose_text(path), f"conjuring/{path.name}"))
 
 
 def _check_base_python(state: _Load) -> None:
@@ -393,4 +372,4 @@ def _load_trees(state: _Load, root: Path) -> None:
     state.problems.extend(scan.problems)
 
 
-__all__ = ["load_custom", "LIMITS", "compose_beside", "compose_text"]
+__all__ = ["load_custom", "LIMITS"]

@@ -19,8 +19,7 @@ import structlog
 
 from conjuringd.adapters.mounts import Mounted, Mounter
 from conjuringd.backup import BackupError, backup_homes
-from conjuringd.config.checks import check_compose_override
-from conjuringd.config.load import compose_beside, compose_text
+from conjuringd.config.checks import check_compose_override, compose_beside, compose_text
 from conjuringd.sticks.copy import CopyLimits, safe_copy
 from conjuringd.sticks.layout import BACKUP_NAME, StickLayout, find_layout
 from conjuringd.sticks.report import write_atomic
