@@ -95,7 +95,7 @@ def restart_digest(config: CustomConfig) -> str:
     hub = asdict(config.settings.hub)
     for key in ("base_image", "bootstrap_base", "keep_images", "prewarm", "prewarm_until", "health_timeout"):
         hub.pop(key)  # these do not change the running hub
-    return digest(config.hub_config, repr(sorted(hub.items())), RUN_SPEC)
+    return digest(config.hub_config, tree_digest(config.srv), repr(sorted(hub.items())), RUN_SPEC)
 
 
 def users_digest(config: CustomConfig) -> str:

@@ -34,6 +34,7 @@ from conjuringd.adapters.docker_labels import (
     LABEL_IMAGE,
     PROBE_NAME,
     container_labels,
+    container_resources,
     container_state,
     hub_settings,
     image_tag,
@@ -206,9 +207,10 @@ class DockerHub(HubHealth):
         self._write_files(desired)
         run = self.hub_dir / "run" / desired.hashes.restart
         write_atomic(run / "settings.json", json.dumps(hub_settings(desired.settings.hub)).encode())
-        # the teacher's configuration may hold secrets: root-only in the container as on the host
+        # the teacher's srv/ may hold secrets (a TLS key): root-only in the container as on the host; the
+        # entrypoint (runtime/srvcopy.py) copies all of it into /srv/jupyterhub
+        mirror_tree(self._source(desired) / "srv", run / "srv", 0o600, 0o700)
         write_atomic(run / "srv" / "jupyterhub_config.py", desired.config.hub_config, 0o600)
-        os.chmod(run / "srv", 0o700)
         data = self.hub_dir / "data"
         data.mkdir(parents=True, exist_ok=True, mode=0o700)
         homes = Path(desired.settings.hub.home_dir or self.paths.home)
@@ -300,6 +302,7 @@ class DockerHub(HubHealth):
             # fork server binds each student's server below it, where no classmate can listen first.
             sysctls={"net.ipv4.ip_unprivileged_port_start": "1024"},
             detach=True,
+            **container_resources(desired.settings.hub),
         )
         return container.id
 

@@ -22,6 +22,7 @@ from conjuringd.adapters.docker_labels import (
     image_tag,
     mmdebstrap_script,
 )
+from conjuringd.config.bases import MARKER
 from conjuringd.config.problems import BuildFailed
 from conjuringd.hub.dockerfile import DEFAULT_BASE, Rendered, base_image
 from conjuringd.reconcile.model import Desired
@@ -107,6 +108,10 @@ def build(client, desired: Desired, rendered: Rendered, progress: Callable[[str]
     if state.error or not _exists(client, image_tag(image_hash)):
         layer = rendered.step_layer(state.step) if state.step else "context"
         step = f"step {state.step}/{state.total} ({layer}): {state.command[:200]}"
+        too_old = [line.strip()[len(MARKER):].strip() for line in state.tail if line.strip().startswith(MARKER)]
+        if too_old:  # the base check's one line is the whole story (conjuringd.config.bases)
+            log.error("build_failed", image=image_hash[:12], step=step, error=too_old[-1])
+            raise BuildFailed(image_hash, f"step {state.step}/{state.total} (base): {too_old[-1]}", (too_old[-1],))
         log.error("build_failed", image=image_hash[:12], step=step, error=state.error[:300])
         raise BuildFailed(image_hash, step, tuple(state.tail[-20:]))
     return state

@@ -118,6 +118,20 @@ def hub_settings(hub: HubSettings) -> dict:
     }
 
 
+def container_resources(hub: HubSettings) -> dict:
+    """[hub] shm_size and gpus as docker SDK arguments (what the original's compose file set)."""
+    from docker.types import DeviceRequest  # the daemon's library, imported where it is used
+    from docker.utils import parse_bytes
+
+    extra: dict = {}
+    if hub.shm_size:
+        extra["shm_size"] = parse_bytes(hub.shm_size)
+    if hub.gpus:
+        count = -1 if hub.gpus == "all" else int(hub.gpus)
+        extra["device_requests"] = [DeviceRequest(count=count, capabilities=[["gpu"]])]
+    return extra
+
+
 def users_spec(config: CustomConfig, uids: dict[str, int], probe: dict) -> dict:
     """The root-only users file handed to the container at run time."""
     return {

@@ -43,14 +43,15 @@ def copy_atomic(src: Path, path: Path, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
-def mirror_tree(src: Path, dst: Path) -> int:
-    """Make `dst` hold exactly `src`'s regular files (world-readable); returns files changed.
+def mirror_tree(src: Path, dst: Path, file_mode: int = 0o644, dir_mode: int = 0o755) -> int:
+    """Make `dst` hold exactly `src`'s regular files (world-readable unless modes say otherwise);
+    returns files changed.
 
     `dst` itself is kept (it is bind-mounted into the container), only its content changes.
     """
     src, dst = Path(src), Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    os.chmod(dst, 0o755)
+    os.chmod(dst, dir_mode)
     wanted = set()
     if src.is_dir():
         for path in sorted(src.rglob("*")):
@@ -61,9 +62,9 @@ def mirror_tree(src: Path, dst: Path) -> int:
         target = dst / rel
         for parent in reversed(target.relative_to(dst).parents[:-1]):
             (dst / parent).mkdir(exist_ok=True)
-            os.chmod(dst / parent, 0o755)
-        if not target.is_file() or file_sha256(target) != file_sha256(src / rel) or (target.stat().st_mode & 0o777) != 0o644:
-            copy_atomic(src / rel, target, 0o644)
+            os.chmod(dst / parent, dir_mode)
+        if not target.is_file() or file_sha256(target) != file_sha256(src / rel) or (target.stat().st_mode & 0o777) != file_mode:
+            copy_atomic(src / rel, target, file_mode)
             changed += 1
     for path in sorted(dst.rglob("*"), key=lambda p: len(p.parts), reverse=True):
         rel = path.relative_to(dst).as_posix()

@@ -36,7 +36,9 @@ from conjuringd.sticks.enrol import EnrolError, Enrolment, Verdict
 from conjuringd.sticks.mountinfo import needs_archive, read_mountinfo
 from conjuringd.sticks.policy import accepts, is_system_mount
 from conjuringd.sticks.report import StickReport, render_report, write_atomic
-from conjuringd.sticks.session import StickInfo, StickSession, device_present, run_backup, stage_custom, write_report_file
+from conjuringd.sticks.session import (
+    StickInfo, StickSession, compose_notes, device_present, run_backup, stage_custom, write_report_file,
+)
 from conjuringd.sticks.worker import StickDeadlines, StickStuck, StickWorker, describe
 
 log = structlog.get_logger(__name__)
@@ -300,6 +302,7 @@ class UdevSticks:
         limits = CopyLimits(usb.max_files, usb.max_bytes, fold_case=needs_archive(info.fstype),
                             max_file_bytes=usb.max_file_bytes)
         staged, refusals = stage_custom(layout.custom, self.paths.staging, limits, self._copy_hook)
+        refusals = compose_notes(layout.conjuring) + refusals
         log.info("stick_copied", device=info.device, folder=str(staged), refused=len(refusals))
         return staged, tuple(refusals), layout.home_backup is not None, verdict
 

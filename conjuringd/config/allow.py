@@ -3,7 +3,7 @@
 A folder's conjuring.toml (a USB stick, or /etc/conjuring/custom) may set only the
 keys under a prefix in `FOLDER_KEYS`, and some of those only within `FOLDER_LIMITS`.
 Everything else is machine-only: honoured from /etc/conjuring/conjuring.toml alone.
-Machine-only are the USB policy, keys that name a host path or a host device, and host
+Machine-only are the USB policy, keys that name a host path or a host device (gpus), and host
 ports below 1024. A key added to the schema must be classified here (a unit test walks
 every key): an unclassified key is machine-only, so a new key is never a stick's by accident.
 """
@@ -18,6 +18,7 @@ Path = tuple[str, ...]
 MACHINE_ONLY: dict[Path, str] = {
     ("usb",): "[usb] settings (the USB policy) are",
     ("hub", "home_dir"): "it names a host folder, so it is",
+    ("hub", "gpus"): "it hands host devices (GPUs) to the hub, so it is",
 }
 
 FOLDER_KEYS: frozenset[Path] = frozenset(
@@ -36,6 +37,7 @@ FOLDER_KEYS: frozenset[Path] = frozenset(
         ("hub", "prewarm"),
         ("hub", "prewarm_until"),
         ("hub", "preload"),
+        ("hub", "shm_size"),  # the container's own shared memory, like mem_limit
         ("network",),  # NetworkManager connection names and the hotspot: the teacher's classroom network
     }
 )

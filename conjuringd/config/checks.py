@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -128,6 +130,13 @@ def check_environment(text: str, file: str) -> list[Problem]:
     return problems
 
 
+def environment_name(text: str, file: str) -> str:
+    """The environment's `name:` ("" when it has none, or the file does not parse)."""
+    data, _, problems = load_yaml(text, file)
+    name = data.get("name") if isinstance(data, dict) and not problems else None
+    return str(name).strip() if isinstance(name, (str, int, float)) and not isinstance(name, bool) else ""
+
+
 def _check_dependency(dep: Any, node: yaml.Node | None, file: str) -> list[Problem]:
     if isinstance(dep, str) and dep.strip() and not re.search(r"\s\S*\s", dep.strip()):
         return []
@@ -244,6 +253,7 @@ def check_python(text: str, file: str) -> list[Problem]:
 
 # --- docker-compose.override.yml ---------------------------------------------------------
 
+_MACHINE = " (in the machine's /etc/conjuring/conjuring.toml)"
 COMPOSE_KEYS = {
     "ports": "[hub] port",
     "mem_limit": "[hub] mem_limit",
@@ -251,15 +261,21 @@ COMPOSE_KEYS = {
     "cpus": "[hub] cpu_limit",
     "cpu_count": "[hub] cpu_limit",
     "image": "[hub] base_image",
-    "volumes": "[hub] home_dir",
+    "volumes": "[hub] home_dir" + _MACHINE,
+    "shm_size": "[hub] shm_size",
+    "runtime": "[hub] gpus" + _MACHINE,  # runtime: nvidia
+    "devices": "[hub] gpus" + _MACHINE,  # deploy.resources.reservations.devices
+    "gpus": "[hub] gpus" + _MACHINE,
 }
+COMPOSE_DEFAULT = ("ports -> [hub] port, mem_limit -> [hub] mem_limit, shm_size -> [hub] shm_size, "
+                   "GPUs -> [hub] gpus" + _MACHINE)
 
 
 def check_compose_override(text: str | None, file: str) -> list[Problem]:
     """Never executed: say which conjuring.toml keys replace what it sets."""
     data, _, _ = load_yaml(text, file) if text is not None else (None, None, [])
     found = sorted({f"{key} -> {COMPOSE_KEYS[key]}" for key in _keys(data, 0) if key in COMPOSE_KEYS})
-    replacements = ", ".join(found) if found else "ports -> [hub] port, mem_limit -> [hub] mem_limit"
+    replacements = ", ".join(found) if found else COMPOSE_DEFAULT
     return [
         warning(
             file,
@@ -267,6 +283,30 @@ def check_compose_override(text: str | None, file: str) -> list[Problem]:
             f"is not executed by conjuringd; set these in conjuring.toml instead: {replacements}",
         )
     ]
+
+
+COMPOSE_OVERRIDES = frozenset(f"{stem}.{ext}" for stem in ("docker-compose.override", "compose.override") for ext in ("yml", "yaml"))
+COMPOSE_LIMIT = 1 << 20
+
+
+def compose_beside(conjuring: Path) -> list[Path]:
+    """Override files in a conjuring/ folder (any case, as FAT shows names), regular files only."""
+    try:
+        names = sorted(os.listdir(conjuring))
+    except OSError:
+        return []
+    found = [conjuring / n for n in names if n.lower() in COMPOSE_OVERRIDES]
+    return [p for p in found if os.path.isfile(p) and not os.path.islink(p)]
+
+
+def compose_text(path: Path) -> str | None:
+    """A compose file's text (at most 1 MiB, never through a link), None when unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read(COMPOSE_LIMIT).decode("utf-8", "replace")
+    except OSError:
+        return None
 
 
 def _keys(data: Any, depth: int) -> set[str]:

@@ -17,6 +17,7 @@ from typing import Callable
 import structlog
 
 from conjuringd.config import checks
+from conjuringd.config.bases import check_base
 from conjuringd.config.files import KIB, MIB, Reader, TreeScan, decode_utf8, list_dir, read_tree
 from conjuringd.config.machine import MachineSettings, read_machine
 from conjuringd.config.model import CustomConfig, FileTree, Kernel, Settings, User
@@ -36,8 +37,10 @@ REQUIREMENTS_RE = re.compile(r"requirements-(?P<kernel>.+)\.txt")
 COMPOSE_FILES = frozenset(
     f"{stem}.{ext}" for stem in ("docker-compose.override", "compose.override", "docker-compose") for ext in ("yml", "yaml")
 )
-KERNEL_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-RESERVED_KERNELS = frozenset({"python3", "base", "root"})
+KERNEL_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+RESERVED_KERNELS = frozenset({"python3", "root"})  # "base" is the default environment (environment.yml)
+# the hub's own files in /srv/jupyterhub, never replaced from srv/ (hub/runtime/srvcopy.py)
+SRV_HUB_OWN = frozenset({"jupyterhub.sqlite", "jupyterhub_cookie_secret", "jupyterhub-proxy.pid", ".conjuring-srv.json"})
 IGNORED_RE = re.compile(r"\..*|home_backup|(readme|license|licence|changelog)(\..*)?|desktop\.ini|thumbs\.db", re.IGNORECASE)
 
 
@@ -57,6 +60,7 @@ class _Load:
     certs: list[tuple[str, bytes]] = field(default_factory=list)
     hub_config: bytes = b""
     trees: dict[str, FileTree] = field(default_factory=dict)
+    srv: FileTree = FileTree()
 
     @property
     def problems(self) -> list[Problem]:
@@ -88,6 +92,8 @@ def load_custom(
     if not state.users and not any(p.file == "custom/users.csv" and p.severity.value == "error" for p in state.problems):
         state.problems.append(error("custom/users.csv", 0, "is missing: the hub needs at least one user"))
     _guard(state, "custom/shared", lambda: _load_trees(state, root))
+    _guard(state, "custom/base.Dockerfile", lambda: _check_base_python(state))
+    _guard(state, "docker-compose.override.yml", lambda: _load_compose_beside(state, root))
     problems = tuple(sorted(state.problems, key=lambda p: (p.file, p.line, p.severity.value, p.message)))
     if has_errors(problems):
         return None, problems
@@ -119,6 +125,7 @@ def _build(state: _Load, root: Path) -> CustomConfig:
         home_default=state.trees.get("home_default", FileTree()),
         settings=state.settings,
         toml=state.folder_toml,
+        srv=state.srv,
     )
 
 
@@ -240,12 +247,21 @@ def _load_requirements(state: _Load, name: str) -> None:
 
 
 def _load_environment(state: _Load, name: str) -> None:
+    """As the original's env2conda.sh: the environment is named by its `name:`, else by the file
+    (environment-<name>.yml), else it is `base`; `base` is the default kernel's, any other name
+    an extra kernel of that name (the name notebooks record in their metadata)."""
     loaded = _text(state, name, DEFAULT_LIMIT)
     if loaded is None:
         return
-    state.problems.extend(checks.check_environment(loaded[1], state.reader.name(name)))
-    kernel = ENVIRONMENT_RE.fullmatch(name).group("kernel")
-    if kernel is not None:
+    shown = state.reader.name(name)
+    state.problems.extend(checks.check_environment(loaded[1], shown))
+    declared = checks.environment_name(loaded[1], shown)
+    kernel = declared or ENVIRONMENT_RE.fullmatch(name).group("kernel") or "base"
+    if kernel != kernel.lower():
+        state.problems.append(warning(shown, 0, f"kernel '{kernel}' is named '{kernel.lower()}' (Jupyter "
+                                      "lower-cases kernel names; notebooks naming either find it)"))
+        kernel = kernel.lower()
+    if kernel != "base":
         _add_kernel(state, kernel, "conda", name, loaded[0])
     elif state.environment_file:
         state.problems.append(
@@ -259,10 +275,10 @@ def _add_kernel(state: _Load, kernel: str, kind: str, name: str, content: bytes)
     shown = state.reader.name(name)
     if not KERNEL_RE.fullmatch(kernel):
         state.problems.append(
-            error(shown, 0, f"invalid kernel name '{kernel}': use lowercase letters, digits, '_' and '-' (at most 64)")
+            error(shown, 0, f"invalid kernel name '{kernel}': use lowercase letters, digits, '.', '_' and '-' (at most 64)")
         )
     elif kernel in RESERVED_KERNELS:
-        state.problems.append(error(shown, 0, f"kernel name '{kernel}' is reserved (the default kernel and conda's own)"))
+        state.problems.append(error(shown, 0, f"kernel name '{kernel}' is reserved (the default kernel's and conda's own)"))
     elif kernel in state.kernels:
         first = state.kernels[kernel].file
         state.problems.append(error(shown, 0, f"kernel '{kernel}' is defined twice: by {first} and by {name}"))
@@ -277,6 +293,28 @@ def _load_dockerfile(state: _Load, name: str) -> None:
         state.problems.extend(problems)
 
 
+def _load_compose_beside(state: _Load, root: Path) -> None:
+    """The original's place for docker-compose.override.yml is conjuring/, beside custom/: said, never used."""
+    if root.name.lower() != "custom":
+        return
+    for path in checks.compose_beside(root.parent):
+        state.problems.extend(checks.check_compose_override(checks.compose_text(path), f"conjuring/{path.name}"))
+
+
+def _check_base_python(state: _Load) -> None:
+    """A known base whose Python is too old for the hub's core fails here, before any build."""
+    image = state.settings.hub.base_image or state.base_image
+    message = check_base(image)
+    if not message:
+        return
+    if state.settings.hub.base_image:
+        state.problems.append(error("custom/conjuring.toml", 0, f"[hub] base_image: {message}"))
+    else:
+        text = state.dockerfile.decode("utf-8", "replace").splitlines()
+        line = next((n for n, t in enumerate(text, 1) if re.match(r"(?i)\s*from\s", t)), 0)
+        state.problems.append(error("custom/base.Dockerfile", line, message))
+
+
 def _load_compose(state: _Load, name: str) -> None:
     loaded = _text(state, name, DEFAULT_LIMIT)
     state.problems.extend(checks.check_compose_override(loaded[1] if loaded else None, state.reader.name(name)))
@@ -286,14 +324,21 @@ def _load_compose(state: _Load, name: str) -> None:
 
 
 def _load_srv(state: _Load, folder: Path) -> None:
+    """All of srv/ goes into the hub's /srv/jupyterhub (as the original copied it); its
+    jupyterhub_config.py is also checked and run after conjuringd's own configuration."""
     for entry in _entries(state, folder, "srv"):
         rel = f"srv/{entry.name}"
         if entry.name == "jupyterhub_config.py" and entry.is_file(follow_symlinks=False):
             if loaded := _text(state, rel, DEFAULT_LIMIT):
                 state.hub_config = loaded[0]
                 state.problems.extend(checks.check_python(loaded[1], state.reader.name(rel)))
-        elif not entry.name.startswith("."):
-            state.problems.append(warning(state.reader.name(rel), 0, "ignored: only srv/jupyterhub_config.py is used"))
+        elif entry.name in SRV_HUB_OWN:
+            state.problems.append(warning(state.reader.name(rel), 0, "ignored: the hub keeps its own file of this name"))
+    usb = state.settings.usb
+    scan = TreeScan(max_files=usb.max_files, max_bytes=usb.max_bytes)
+    tree = read_tree(folder, "custom/srv", scan)
+    state.srv = FileTree(tuple(item for item in tree.files if item[0] not in SRV_HUB_OWN))
+    state.problems.extend(p for p in scan.problems if p.file != "custom/srv")
 
 
 def _load_certs(state: _Load, folder: Path) -> None:

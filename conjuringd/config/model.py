@@ -62,6 +62,8 @@ class HubSettings:
     prewarm_until: str = ""  # "HH:MM" local time: prewarmed servers are kept from idle culling until then; "" = 3 hours
     preload: tuple[str, ...] = ()  # modules every kernel starts with, imported once (e.g. "numpy")
     home_dir: str = ""  # host folder of student homes; "" = <state_dir>/home
+    shm_size: str = ""  # the hub container's /dev/shm, e.g. "4g" (the original's compose file); "" = Docker's 64M
+    gpus: str = ""  # host GPUs given to the hub container: "" = none, "all", or how many (machine-only)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ class CustomConfig:
     home_default: FileTree
     settings: Settings
     toml: bytes = field(repr=False)  # custom/conjuring.toml, verbatim
+    srv: FileTree = FileTree()  # every file of srv/ (copied into the hub's /srv/jupyterhub, root-only)
 
     @property
     def admins(self) -> tuple[User, ...]:

@@ -35,6 +35,7 @@ CHANNELS = {
     ),
 }
 MEM_RE = re.compile(r"[0-9]+(\.[0-9]+)?[KMGTkmgt]?")
+SHM_RE = re.compile(r"[0-9]+(\.[0-9]+)?([KMGkmg][Bb]?|[Bb])?")
 CLOCK_RE = re.compile(r"([01]?[0-9]|2[0-3]):[0-5][0-9]")
 MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]*")
@@ -284,6 +285,8 @@ _VALUE_CHECKS: dict[Path, Any] = {
     ("hub", "preload"): lambda v: next((f'"{m}" is not a module name like "numpy" or "scipy.stats"' for m in v
                                         if not MODULE_RE.fullmatch(m)), ""),
     ("hub", "home_dir"): lambda v: "" if not v or v.startswith("/") else "should be an absolute path",
+    ("hub", "shm_size"): lambda v: "" if not v or SHM_RE.fullmatch(v) else f'"{v}" is not a size like "4g" or "512m"',
+    ("hub", "gpus"): lambda v: "" if v in ("", "all") or re.fullmatch(r"[1-9][0-9]{0,2}", v) else f'should be "all" or a number of GPUs like "1", not {_toml_repr(v)}',
     ("network", "serve"): lambda v: "" if v.strip() else 'should name a NetworkManager connection, or "none"',
     ("network", "hotspot", "ssid"): _ssid,
     ("network", "hotspot", "passphrase"): _passphrase,

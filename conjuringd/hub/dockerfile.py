@@ -15,6 +15,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from conjuringd.config.bases import python_check_step
 from conjuringd.config.model import CustomConfig
 from conjuringd.hub.extensions import server_extensions
 
@@ -200,6 +201,8 @@ def render(config: CustomConfig, image_hash: str, base: str | None = None) -> Re
     for line in base_extra_lines(config.base_dockerfile):
         b.step(line)
     b.step("ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8")
+    # first of all: a base whose python3 is too old for the core fails here with one line naming it
+    b.step(python_check_step(base_image(config)))
     b.section("certs")
     for name, pem in sorted(config.certs):
         b.add(f"certs/{Path(name).name}", pem)

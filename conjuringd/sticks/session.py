@@ -19,6 +19,7 @@ import structlog
 
 from conjuringd.adapters.mounts import Mounted, Mounter
 from conjuringd.backup import BackupError, backup_homes
+from conjuringd.config.checks import check_compose_override, compose_beside, compose_text
 from conjuringd.sticks.copy import CopyLimits, safe_copy
 from conjuringd.sticks.layout import BACKUP_NAME, StickLayout, find_layout
 from conjuringd.sticks.report import write_atomic
@@ -94,6 +95,17 @@ def stage_custom(custom: Path, staging: Path, limits: CopyLimits, on_file: Calla
     for refusal in refusals:
         log.warning("stick_file_refused", path=refusal.path, reason=refusal.reason)
     return folder / "custom", [str(r) for r in refusals]
+
+
+def compose_notes(conjuring: Path) -> list[str]:
+    """conjuring/docker-compose.override.yml (the original's place, beside custom/) is never used:
+    one line each for the report, naming the conjuring.toml keys that replace what it sets."""
+    notes = []
+    for path in compose_beside(conjuring):
+        for problem in check_compose_override(compose_text(path), f"conjuring/{path.name}"):
+            log.warning("compose_override_ignored", file=problem.file, message=problem.message)
+            notes.append(f"{problem.file}: {problem.message}")
+    return notes
 
 
 def run_backup(session: StickSession, target: Path, home_dir: Path) -> str:

@@ -11,7 +11,7 @@ from conjuringd.config.problems import Severity
 from conjuringd.config.settings import all_keys, parse_settings
 
 FILE = "custom/conjuring.toml"
-MACHINE_KEYS = {("hub", "home_dir")} | {path for path, _ in all_keys() if path[0] == "usb"}
+MACHINE_KEYS = {("hub", "home_dir"), ("hub", "gpus")} | {path for path, _ in all_keys() if path[0] == "usb"}
 
 
 @pytest.mark.parametrize("path", [path for path, _ in all_keys()], ids=lambda p: ".".join(p))
@@ -19,7 +19,7 @@ def test_every_schema_key_is_classified_exactly_once(path):
     assert len(classification(path)) == 1, classification(path)
 
 
-def test_machine_only_keys_are_the_usb_policy_and_host_paths():
+def test_machine_only_keys_are_the_usb_policy_host_paths_and_host_devices():
     assert {path for path, _ in all_keys() if machine_only(path)} == MACHINE_KEYS
 
 
@@ -41,7 +41,7 @@ def _toml_value(value) -> str:
 @pytest.mark.parametrize("path", sorted(MACHINE_KEYS), ids=lambda p: ".".join(p))
 def test_a_folder_setting_a_machine_only_key_gets_a_warning_and_no_effect(path):
     value = {"accept": '["any"]', "max_files": "1", "max_bytes": "1", "enabled": "false", "backup": "false",
-             "trust": "\"any\"", "max_file_bytes": "1"}.get(
+             "trust": "\"any\"", "max_file_bytes": "1", "gpus": "\"all\""}.get(
         path[-1], _toml_value(dict(all_keys())[path]))
     text = f"[{'.'.join(path[:-1])}]\n{path[-1]} = {value}\n"
     machine_view, _ = parse_settings(text.encode(), FILE, machine=True)

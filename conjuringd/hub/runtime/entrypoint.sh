@@ -4,6 +4,8 @@ set -e
 /usr/bin/python3 /opt/conjuring/runtime/provision.py
 mkdir -p /srv/jupyterhub
 chmod 700 /srv/jupyterhub
+# all of the teacher's srv/ (e.g. an SSL key), root-only, as the original Conjuring copied it there
+/usr/bin/python3 /opt/conjuring/runtime/srvcopy.py
 cd /srv/jupyterhub
 # Students' servers and kernels are forked from this pre-imported process (conjuring_forkserver.py); it gets
 # an empty environment because a forked child's /proc/<pid>/environ shows it. If it is not running, servers
