@@ -201,12 +201,17 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         print(f"{folder}: not a folder", file=sys.stderr)
         return EXIT_USAGE
-    answer = _request(_paths(args), {"command": "apply", "path": str(folder)})
+    answer = _request(_paths(args), {"command": "apply", "path": str(folder), "complete": args.complete})
     if answer is None:
         return EXIT_UNREACHABLE
     for problem in answer.get("problems", []):
         print(problem)
-    print(f"{answer.get('result', 'failed')}: {(answer.get('config') or '')[:12]} {answer.get('message') or ''}".strip())
+    merged, how = answer.get("merge"), ""
+    if merged:  # said on the result's line: the first and the last line start with the result
+        how = (f" ({'complete, replaced everything' if merged['complete'] else 'merged onto the active configuration'}: "
+               f"{merged['added']} new, {merged['replaced']} replaced, {merged['same']} identical file(s); "
+               f"{merged['kept']} kept, {merged['removed']} removed)")
+    print(f"{answer.get('result', 'failed')}: {(answer.get('config') or '')[:12]} {answer.get('message') or ''}".strip() + how)
     return EXIT_OK if answer.get("ok") else EXIT_INVALID
 
 
@@ -315,8 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show-passwords", action="store_true",
                    help="also list the passwords this box made for the active users.csv's (generated) users (root)")
     p.set_defaults(func=cmd_status)
-    p = sub.add_parser("apply", help="import a folder as the active configuration")
+    p = sub.add_parser("apply", help="merge a folder onto the active configuration (a stick's rule)")
     p.add_argument("path", type=Path)
+    p.add_argument("--complete", action="store_true",
+                   help="the folder is the whole configuration: replace, do not merge (as a COMPLETE marker does)")
     p.set_defaults(func=cmd_apply)
     sub.add_parser("rebuild", help="forget failed builds and try again").set_defaults(func=cmd_simple("rebuild"))
     sub.add_parser("wake", help="make the daemon re-observe now").set_defaults(func=cmd_simple("wake"))

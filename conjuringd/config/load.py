@@ -38,7 +38,9 @@ COMPOSE_FILES = frozenset(
 )
 KERNEL_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 RESERVED_KERNELS = frozenset({"python3", "base", "root"})
-IGNORED_RE = re.compile(r"\..*|home_backup|(readme|license|licence|changelog)(\..*)?|desktop\.ini|thumbs\.db", re.IGNORECASE)
+# COMPLETE(.txt): the marker of a stick that replaces the whole configuration (conjuringd/merge.py)
+IGNORED_RE = re.compile(r"\..*|home_backup|complete(\.txt)?|(readme|license|licence|changelog)(\..*)?|desktop\.ini|thumbs\.db",
+                        re.IGNORECASE)
 
 
 @dataclass
