@@ -15,6 +15,7 @@ snapshot folder are root-only (0700), their files read-only (0400).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
@@ -104,6 +105,20 @@ class SnapshotStore:
             return ImportOutcome("applied", config_hash, problems, merge=summary)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def preview(self, source_dir: Path, *, merge: bool = True) -> Iterator[tuple[Path | None, MergeSummary | None]]:
+        """What importing `source_dir` would validate, in a temp folder (removed after), without
+        activating anything (`conjuringctl plan`); (None, None) when there is nothing to merge onto."""
+        with tempfile.TemporaryDirectory(prefix="conjuring-preview-") as tmp:
+            files, summary = self._files_to_import(Path(source_dir), merge)
+            if files is None:
+                yield None, None
+                return
+            for rel, path in sorted(files.items()):
+                (Path(tmp) / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, Path(tmp) / rel, follow_symlinks=False)
+            yield Path(tmp), summary
 
     def _files_to_import(self, src: Path, merge: bool) -> tuple[dict[str, Path] | None, MergeSummary | None]:
         """{relative path: file to copy}, and where each came from when merging (None: the active

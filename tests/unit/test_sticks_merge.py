@@ -164,3 +164,20 @@ def test_long_lists_are_cut_and_counted(store, tmp_path):
     outcome = store.import_folder(custom, {"kind": "stick"}, merge=True)
     text = render_report(StickReport("t", "nuc", "/dev/sdb1", "S", "U", outcome))
     assert "shared/w3/039.md   (new)" in text and "shared/w3/040.md" not in text and "... and 5 more" in text
+
+
+def test_conjuringctl_plan_shows_the_merge_apply_would_make(store, tmp_path, capsys):
+    from conjuringd import ctl
+
+    paths = store.paths
+    custom = stick(tmp_path, {"shared/week2/loops.md": "# Week 2\n"})  # no users.csv: not a configuration alone
+    args = ["--state-dir", str(paths.state_dir), "--config-dir", str(paths.config_dir), "--runtime-dir", str(paths.runtime_dir)]
+    with pytest.raises(SystemExit) as exited:
+        ctl.main([*args, "plan", str(custom)])
+    out = capsys.readouterr().out
+    assert exited.value.code == 0, out
+    assert "merged onto the active configuration: 1 new, 0 replaced, 0 identical file(s); 10 kept, 0 removed" in out
+    with pytest.raises(SystemExit) as exited:
+        ctl.main([*args, "plan", "--complete", str(custom)])
+    out = capsys.readouterr().out
+    assert exited.value.code == 1 and "merged onto" not in out and "users.csv: error: is missing" in out, out
