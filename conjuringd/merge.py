@@ -87,14 +87,20 @@ def role(rel: str) -> str:
     return rel
 
 
-def _clashes(rel: str, incoming: Mapping[str, Path]) -> bool:
-    """The box's file `rel` is in the way of the source's files: same role under another
-    name, a source file where `rel` has a parent folder, or source files below `rel`."""
+def _folders(paths) -> set[str]:
+    """Every folder that holds one of `paths` ("a/b/c" -> "a", "a/b")."""
+    found = set()
+    for rel in paths:
+        parts = rel.split("/")
+        found.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    return found
+
+
+def _clashes(rel: str, incoming: Mapping[str, Path], incoming_folders: set[str]) -> bool:
+    """The box's file `rel` is in the way of the source's files: the source has files below a
+    folder named `rel`, or a file where `rel` has a parent folder."""
     parts = rel.split("/")
-    if any("/".join(parts[:i]) in incoming for i in range(1, len(parts))):
-        return True
-    prefix = rel + "/"
-    return any(other.startswith(prefix) for other in incoming)
+    return rel in incoming_folders or any("/".join(parts[:i]) in incoming for i in range(1, len(parts)))
 
 
 def plan_merge(base: Mapping[str, Path], incoming: Mapping[str, Path],
@@ -108,13 +114,13 @@ def plan_merge(base: Mapping[str, Path], incoming: Mapping[str, Path],
         removed = tuple(sorted(rel for rel in base if rel not in incoming))
         added, replaced, same = _compare(base, incoming)
         return merged, MergeSummary(True, added, replaced, same, (), removed, marker)
-    roles = {role(rel) for rel in incoming}
+    roles, folders = {role(rel) for rel in incoming}, _folders(incoming)
     merged: dict[str, Path] = {}
     kept, removed = [], []
     for rel, path in base.items():
         if rel in incoming:
             continue
-        if role(rel) in roles or _clashes(rel, incoming):
+        if role(rel) in roles or _clashes(rel, incoming, folders):
             removed.append(rel)
         else:
             merged[rel] = path

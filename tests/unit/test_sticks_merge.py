@@ -181,3 +181,39 @@ def test_conjuringctl_plan_shows_the_merge_apply_would_make(store, tmp_path, cap
         ctl.main([*args, "plan", "--complete", str(custom)])
     out = capsys.readouterr().out
     assert exited.value.code == 1 and "merged onto" not in out and "users.csv: error: is missing" in out, out
+
+
+async def test_the_reconciler_merges_sticks_and_apply_and_replaces_with_the_local_folder(tmp_path):
+    """Which rule each source gets, through the reconciler (a real store, no hub)."""
+    from conjuringd.reconcile.execute import Adapters
+    from conjuringd.reconcile.loop import Reconciler
+    from conjuringd.reconcile.triggers import Heartbeat, Triggers
+    from conjuringd.status import StatusBoard
+
+    class Silent:
+        def notify(self, state):
+            pass
+
+    paths = Paths(state_dir=tmp_path / "state", config_dir=tmp_path / "etc", runtime_dir=tmp_path / "run")
+    shutil.copytree(BOX, paths.local_custom)
+    store = SnapshotStore(paths)
+    reconciler = Reconciler(store, Adapters(), StatusBoard(paths.status_file, Silent()), Triggers(quiet=0.01),
+                            Heartbeat(), hub_enabled=False)
+    await reconciler.run_pass(("startup",))
+    box = set(active(store))
+    custom = stick(tmp_path, {"shared/week2/a.md": "a\n"})
+    outcome = await reconciler.import_folder(custom, {"kind": "stick", "device": "/dev/sdz1"})
+    assert outcome.result == "applied" and set(active(store)) == box | {"shared/week2/a.md"}
+    (custom / "shared" / "week2" / "a.md").write_text("b\n")
+    done = reconciler.request_apply(custom, {"kind": "conjuringctl", "path": str(custom)})
+    await reconciler.run_pass(("apply",))
+    assert (await done).merge.replaced == ("shared/week2/a.md",) and set(active(store)) == box | {"shared/week2/a.md"}
+    (paths.local_custom / "apt.txt").write_text("curl\n")  # root edits the local folder: it is the whole configuration
+    await reconciler.run_pass(("local: edit",))
+    assert set(active(store)) == box and active(store)["apt.txt"] == b"curl\n"
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    (whole / "users.csv").write_text("name,password,admin\nsolo,Lone-Pine-77,yes\n")
+    done = reconciler.request_apply(whole, {"kind": "conjuringctl"}, merge=False)  # apply --complete
+    await reconciler.run_pass(("apply",))
+    assert (await done).merge is None and set(active(store)) == {"users.csv"}
