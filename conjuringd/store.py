@@ -90,6 +90,10 @@ class SnapshotStore:
             if files is None:
                 return ImportOutcome("failed", message="the active configuration's snapshot is missing, so a partial "
                                      "configuration cannot be merged onto it: apply a complete one (COMPLETE marker)")
+            if summary is not None and not summary.from_source and not summary.complete:
+                # nothing to lay over the active configuration: not an "unchanged" that earns a home backup
+                return ImportOutcome("invalid", merge=summary, message="no configuration file on this stick's "
+                                     "conjuring/custom (empty, or every file was skipped): nothing imported")
             self._copy_files(files, tmp)
             config, problems = load_custom(tmp, self.machine.current())
             if config is None or has_errors(problems):

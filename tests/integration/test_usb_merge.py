@@ -9,6 +9,7 @@ users.csv and the COMPLETE marker. Run under `flock /tmp/conj-udev.lock`.
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -79,19 +80,27 @@ def test_partial_sticks_keep_the_box_configuration_and_a_complete_stick_replaces
     for rel in BOX_FILES:
         assert f"  {rel}\r\n" in report, (rel, report)
 
-    # 2. only a new file in shared/week2
+    # 2. only a new file in shared/week2; it also asks for a backup of every home, which a stick that
+    #    does not say who the users are (no users.csv, not COMPLETE) does not get
+    (daemon.state_dir / "home" / "student2").mkdir(parents=True)
+    (daemon.state_dir / "home" / "student2" / "private.txt").write_text("student2's notes\n")
     tree = stick_with(tmp_path / "t", {"shared/week2/loops.md": "# Week 2: loops\n"})
+    (tree / "conjuring" / "home_backup").mkdir(exist_ok=True)
     rewrite_ext4_stick(image, tree)
     report = plug(daemon, loops, image, reports=2)
     assert "APPLIED" in report, report
+    assert "backup NOT written: a backup is written only for a stick that carries users.csv" in report, report
+    listing = subprocess.run(["debugfs", "-R", "ls -p /conjuring/home_backup", str(image)], capture_output=True, text=True)
+    assert listing.returncode == 0 and "private" not in listing.stdout and ".tar" not in listing.stdout, listing.stdout
     assert active_files(daemon) == {**after_users, "shared/week2/loops.md": b"# Week 2: loops\n"}
     assert "shared/week2/loops.md   (new)" in report, report
     assert daemon.status().get("users") == users.count("\n") - 1  # the users of step 1 are still served
 
+    shutil.rmtree(tree / "conjuring" / "home_backup")
     # 3. COMPLETE: the stick is the whole configuration. It drops student1 and carries an original-style
     #    custom/home/ with a replacement for student1's file: homes are not the stick's to change
     home = daemon.state_dir / "home" / "student1"
-    home.mkdir(parents=True)
+    home.mkdir(parents=True, exist_ok=True)
     (home / "homework.py").write_text("print('mine')\n")
     only = "name,password,admin\nsolo,pw-123456,yes\n"
     tree = stick_with(tmp_path / "t", {"users.csv": only, "COMPLETE": "", "home/student1/homework.py": "stolen\n"})

@@ -217,3 +217,15 @@ async def test_the_reconciler_merges_sticks_and_apply_and_replaces_with_the_loca
     done = reconciler.request_apply(whole, {"kind": "conjuringctl"}, merge=False)  # apply --complete
     await reconciler.run_pass(("apply",))
     assert (await done).merge is None and set(active(store)) == {"users.csv"}
+
+
+def test_an_empty_stick_is_refused_not_unchanged(store, tmp_path):
+    """An empty conjuring/custom (or one whose every file was skipped) merges to the active configuration;
+    it must not count as "unchanged", which would earn it a backup of every home (trust = "any")."""
+    custom = tmp_path / "empty" / "conjuring" / "custom"
+    custom.mkdir(parents=True)
+    (custom / "home_backup").mkdir()  # not configuration either
+    before = store.state.read().active
+    outcome = store.import_folder(custom, {"kind": "stick"}, merge=True)
+    assert outcome.result == "invalid" and "nothing imported" in outcome.message
+    assert store.state.read().active == before
