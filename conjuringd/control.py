@@ -58,11 +58,12 @@ class ControlServer:
         log.info("control_request", command=command)
         if command == "apply":
             folder = Path(request["path"])
-            done = self.reconciler.request_apply(folder, {"kind": "conjuringctl", "path": str(folder)})
+            replace = bool(request.get("complete"))  # conjuringctl apply --complete
+            done = self.reconciler.request_apply(folder, {"kind": "conjuringctl", "path": str(folder)}, merge=not replace)
             outcome = await asyncio.wait_for(done, APPLY_TIMEOUT)
             return {"ok": outcome.result in ("applied", "unchanged"), "result": outcome.result,
                     "config": outcome.config_hash, "problems": [str(p) for p in outcome.problems],
-                    "message": outcome.message}
+                    "message": outcome.message, "merge": outcome.merge.counts() if outcome.merge else None}
         if command == "rebuild":
             self.reconciler.store.state.clear_failed_builds()
             self.reconciler.wake("ctl: rebuild")

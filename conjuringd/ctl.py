@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 import time
@@ -25,7 +26,7 @@ from conjuringd.paths import Paths
 from conjuringd.reconcile.model import ContainerState, Desired, HubObserved, Observed
 from conjuringd.reconcile.plan import plan
 from conjuringd.state import StateFile
-from conjuringd.store import config_digest
+from conjuringd.store import SnapshotStore, config_digest
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -57,7 +58,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
     machine = load_machine(paths.machine_toml, paths.machine_good, save=False)
     if machine.broken:
         print(f"note: {machine.summary()}")
-    loaded = _load_and_report(args.path, machine)
+    if paths.configs.is_dir() and not os.access(paths.configs, os.R_OK | os.X_OK):
+        print(f"cannot read the active configuration (run as root): planning {args.path} alone, not merged")
+        return _plan(Path(args.path), paths, machine)
+    # what apply would import: PATH merged onto the active configuration, as a stick is
+    with SnapshotStore(paths).preview(Path(args.path), merge=not args.complete) as (folder, merged):
+        if folder is None:
+            print("the active configuration's snapshot is missing: only a complete folder can be applied")
+            return EXIT_INVALID
+        if merged:
+            print(f"{'complete: replaces' if merged.complete else 'merged onto'} the active configuration: "
+                  f"{len(merged.added)} new, {len(merged.replaced)} replaced, {len(merged.same)} identical "
+                  f"file(s); {len(merged.kept)} kept, {len(merged.removed)} removed")
+        return _plan(folder, paths, machine)
+
+
+def _plan(path: Path, paths: Paths, machine: MachineSettings) -> int:
+    loaded = _load_and_report(path, machine)
     if loaded is None:
         return EXIT_USAGE
     config, errors, _ = loaded
@@ -65,7 +82,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print("not applicable: fix the errors above first")
         return EXIT_INVALID
     config = GeneratedPasswords(paths.secrets).resolve(config, make=False)  # hashed as the daemon hashes them
-    new = config_hashes(config, config_digest(Path(args.path)))
+    new = config_hashes(config, config_digest(path))
     converged = StateFile(paths.state_file).read().converged
     if not converged:
         print("nothing has converged yet: everything would be built and started")
@@ -80,7 +97,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     container = ContainerState("current", converged.get("image", ""), converged.get("restart", ""), True,
                                converged.get("users", ""), converged.get("files", ""))
     observed = Observed(hub=HubObserved(frozenset({converged.get("image", "")}), container))
-    actions = plan(Desired(new, config, str(args.path)), observed)
+    actions = plan(Desired(new, config, str(path)), observed)
     print("actions (against the last converged state):" if actions else "no actions: already converged")
     for action in actions:
         print(f"  - {action.describe()}: {action.reason}")
@@ -201,12 +218,17 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         print(f"{folder}: not a folder", file=sys.stderr)
         return EXIT_USAGE
-    answer = _request(_paths(args), {"command": "apply", "path": str(folder)})
+    answer = _request(_paths(args), {"command": "apply", "path": str(folder), "complete": args.complete})
     if answer is None:
         return EXIT_UNREACHABLE
     for problem in answer.get("problems", []):
         print(problem)
-    print(f"{answer.get('result', 'failed')}: {(answer.get('config') or '')[:12]} {answer.get('message') or ''}".strip())
+    merged, how = answer.get("merge"), ""
+    if merged:  # said on the result's line: the first and the last line start with the result
+        how = (f" ({'complete, replaced everything' if merged['complete'] else 'merged onto the active configuration'}: "
+               f"{merged['added']} new, {merged['replaced']} replaced, {merged['same']} identical file(s); "
+               f"{merged['kept']} kept, {merged['removed']} removed)")
+    print(f"{answer.get('result', 'failed')}: {(answer.get('config') or '')[:12]} {answer.get('message') or ''}".strip() + how)
     return EXIT_OK if answer.get("ok") else EXIT_INVALID
 
 
@@ -329,14 +351,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("plan", help="what applying a folder would do, and why")
     p.add_argument("path", type=Path)
+    p.add_argument("--complete", action="store_true", help="plan the folder as the whole configuration (apply --complete)")
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("status", help="what the daemon is doing")
     p.add_argument("--json", action="store_true")
     p.add_argument("--show-passwords", action="store_true",
                    help="also list the passwords this box made for the active users.csv's (generated) users (root)")
     p.set_defaults(func=cmd_status)
-    p = sub.add_parser("apply", help="import a folder as the active configuration")
+    p = sub.add_parser("apply", help="merge a folder onto the active configuration (a stick's rule)")
     p.add_argument("path", type=Path)
+    p.add_argument("--complete", action="store_true",
+                   help="the folder is the whole configuration: replace, do not merge (as a COMPLETE marker does)")
     p.set_defaults(func=cmd_apply)
     sub.add_parser("rebuild", help="forget failed builds and try again").set_defaults(func=cmd_simple("rebuild"))
     sub.add_parser("wake", help="make the daemon re-observe now").set_defaults(func=cmd_simple("wake"))

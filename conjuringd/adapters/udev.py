@@ -76,6 +76,13 @@ def insertion_order(props: dict) -> tuple[int, int]:
     return number("DISKSEQ"), number("USEC_INITIALIZED")
 
 
+def _names_the_users(outcome: ImportOutcome) -> bool:
+    """A partial stick (one new shared/ file, say) is not enough to earn every student's home: as
+    before sticks were merged, the stick must say who the users are (users.csv), or be complete."""
+    merge = outcome.merge
+    return merge is None or merge.complete or "users.csv" in merge.from_source
+
+
 class UdevSticks:
     def __init__(
         self,
@@ -256,6 +263,9 @@ class UdevSticks:
             backup = ""
             if wants_backup and usb.backup and outcome.result not in ("applied", "unchanged"):
                 backup = f"backup NOT written: this stick's configuration was refused ({outcome.result.upper()})"
+            elif wants_backup and usb.backup and not _names_the_users(outcome):
+                backup = ("backup NOT written: a backup is written only for a stick that carries users.csv "
+                          "(or is COMPLETE); this one was merged without it")
             elif wants_backup and usb.backup:
                 backup = await self._backup_line(pending.info)
             self._to_report(device, key, outcome, refusals, backup, verdict)

@@ -41,7 +41,9 @@ KERNEL_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 RESERVED_KERNELS = frozenset({"python3", "root"})  # "base" is the default environment (environment.yml)
 # the hub's own files in /srv/jupyterhub, never replaced from srv/ (hub/runtime/srvcopy.py)
 SRV_HUB_OWN = frozenset({"jupyterhub.sqlite", "jupyterhub_cookie_secret", "jupyterhub-proxy.pid", ".conjuring-srv.json"})
-IGNORED_RE = re.compile(r"\..*|home_backup|(readme|license|licence|changelog)(\..*)?|desktop\.ini|thumbs\.db", re.IGNORECASE)
+# COMPLETE(.txt): the marker of a stick that replaces the whole configuration (conjuringd/merge.py)
+IGNORED_RE = re.compile(r"\..*|home_backup|complete(\.txt)?|(readme|license|licence|changelog)(\..*)?|desktop\.ini|thumbs\.db",
+                        re.IGNORECASE)
 
 
 @dataclass

@@ -10,6 +10,7 @@ for new input.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,9 @@ from conjuringd import urls
 
 log = structlog.get_logger(__name__)
 
+# Sources merged onto the active configuration (unless they hold the COMPLETE marker, see merge.py);
+# the local folder /etc/conjuring/custom is root's whole configuration and replaces it.
+MERGED_SOURCES = frozenset({"stick", "conjuringctl"})
 MAX_STEPS = 12  # observe/plan/execute rounds in one pass before giving up as not converging
 OBSERVE_DEADLINE = 60.0
 
@@ -40,6 +44,7 @@ class ApplyRequest:
     folder: Path
     source: dict
     done: asyncio.Future  # resolves to an ImportOutcome
+    merge: bool = True
 
 
 class Reconciler:
@@ -70,9 +75,9 @@ class Reconciler:
     def wake(self, reason: str) -> None:
         self.triggers.wake(reason)
 
-    def request_apply(self, folder: Path, source: dict) -> asyncio.Future:
+    def request_apply(self, folder: Path, source: dict, *, merge: bool = True) -> asyncio.Future:
         done = asyncio.get_running_loop().create_future()
-        self._applies.append(ApplyRequest(folder, source, done))
+        self._applies.append(ApplyRequest(folder, source, done, merge))
         self.wake("apply")
         return done
 
@@ -81,10 +86,14 @@ class Reconciler:
         self._hang = True
         self.wake("debug-hang")
 
-    async def import_folder(self, folder: str | Path, source: dict) -> ImportOutcome:
+    async def import_folder(self, folder: str | Path, source: dict, merge: bool | None = None) -> ImportOutcome:
+        """Import `folder`; sticks and `conjuringctl apply` are merged onto the active configuration
+        (`merge` None: decided by the source's kind)."""
         loop = asyncio.get_running_loop()
+        layered = source.get("kind") in MERGED_SOURCES if merge is None else merge
         try:
-            outcome = await loop.run_in_executor(None, self.store.import_folder, Path(folder), source)
+            outcome = await loop.run_in_executor(
+                None, functools.partial(self.store.import_folder, Path(folder), source, merge=layered))
         except OSError as exc:  # the source vanished or broke mid-copy: nothing was activated
             outcome = ImportOutcome("failed", message=f"could not read the configuration: {exc}")
         self._log_outcome(outcome, source)
@@ -172,7 +181,7 @@ class Reconciler:
             await self._import_local()
         applies, self._applies = self._applies, []
         for request in applies:
-            outcome = await self.import_folder(request.folder, request.source)
+            outcome = await self.import_folder(request.folder, request.source, request.merge)
             if not request.done.done():
                 request.done.set_result(outcome)
 

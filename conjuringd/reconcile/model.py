@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from conjuringd.config.model import CustomConfig, Settings
+from conjuringd.merge import MergeSummary
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ class ImportOutcome:
     config_hash: str = ""
     problems: tuple = ()  # tuple[Problem, ...]
     message: str = ""  # for "failed": what went wrong, in words
+    merge: MergeSummary | None = None  # a stick or `apply` merged onto the active configuration: what came from where
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from conjuringd.merge import MergeSummary
 from conjuringd.reconcile.model import ImportOutcome, ReportFacts
 from conjuringd.sticks.safewrite import create_temp
 
@@ -78,6 +79,40 @@ def _password_lines(report: StickReport) -> list[str]:
     return lines
 
 
+LISTED = 40  # files named per list; the rest are counted
+
+
+def _listed(paths: Sequence[str], note: str = "") -> list[str]:
+    lines = [f"  {path}{note}" for path in paths[:LISTED]]
+    if len(paths) > LISTED:
+        lines.append(f"  ... and {len(paths) - LISTED} more")
+    return lines
+
+
+def _from_stick_lines(merge: MergeSummary | None) -> list[str]:
+    if merge is None:
+        return []
+    if merge.complete:
+        head = [f"This stick declares itself complete ({merge.marker}): it replaces the whole configuration."]
+    else:
+        head = ["This stick's files were laid over the box's active configuration: each replaces the file of",
+                "the same name, nothing else is removed (add a file named COMPLETE to replace everything)."]
+    return (head + _listed(merge.added, "   (new)") + _listed(merge.replaced, "   (replaced)")
+            + _listed(merge.same, "   (identical)"))
+
+
+def _kept_lines(merge: MergeSummary | None) -> list[str]:
+    if merge is None:
+        return []
+    lines = []
+    if merge.kept:
+        lines += [f"Kept from the box's configuration ({len(merge.kept)} file(s), not on this stick):", *_listed(merge.kept)]
+    if merge.removed:
+        why = "not on this complete stick" if merge.complete else "replaced by a file of the same role on this stick"
+        lines += [f"Removed from the box's configuration ({len(merge.removed)} file(s), {why}):", *_listed(merge.removed)]
+    return lines
+
+
 def render_report(report: StickReport) -> str:
     """The report as text with CRLF line endings (Windows Notepad shows it right)."""
     outcome, facts = report.outcome, report.facts
@@ -95,6 +130,8 @@ def render_report(report: StickReport) -> str:
         lines.append(f"Message:  {outcome.message}")
     lines += _active_lines(report)
     lines += _section("Enrolment", [report.enrolment] if report.enrolment else [])
+    lines += _section("Files from this stick", _from_stick_lines(outcome.merge))
+    lines += _section("Files kept on the box", _kept_lines(outcome.merge))
     lines += _section("Problems", [str(p) for p in outcome.problems])
     lines += _section("Skipped files (not copied from the stick)", list(report.refusals))
     if facts is not None:

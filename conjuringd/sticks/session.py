@@ -20,11 +20,15 @@ import structlog
 from conjuringd.adapters.mounts import Mounted, Mounter
 from conjuringd.backup import BackupError, backup_homes
 from conjuringd.config.checks import check_compose_override, compose_beside, compose_text
-from conjuringd.sticks.copy import CopyLimits, safe_copy
-from conjuringd.sticks.layout import BACKUP_NAME, StickLayout, find_layout
+from conjuringd.sticks.copy import CopyLimits, Refusal, safe_copy
+from conjuringd.sticks.layout import BACKUP_NAME, StickLayout, find_entry, find_layout
 from conjuringd.sticks.report import write_atomic
 
 log = structlog.get_logger(__name__)
+
+HOMES_NAME = "home"  # the original's student homes (custom/home): never read from a stick
+HOMES_NOTE = Refusal(HOMES_NAME, "student homes are never taken from a stick (a stick cannot change or delete a "
+                     "home): not copied; use 'conjuringctl restore' or 'conjuringctl migrate' on the box")
 
 # errors that mean "the stick went away or broke under us"
 PULLED = frozenset({errno.EIO, errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.ENOTCONN, errno.ESTALE, errno.ENOTDIR})
@@ -87,8 +91,10 @@ def stage_custom(custom: Path, staging: Path, limits: CopyLimits, on_file: Calla
     staging.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="stick-", dir=staging))
     try:
-        limits = replace(limits, exclude=limits.exclude | {BACKUP_NAME})
+        limits = replace(limits, exclude=limits.exclude | {BACKUP_NAME, HOMES_NAME})
         refusals = safe_copy(custom, folder / "custom", limits, on_file=on_file)
+        if find_entry(custom, HOMES_NAME) is not None:
+            refusals.insert(0, HOMES_NOTE)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

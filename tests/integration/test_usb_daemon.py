@@ -28,6 +28,13 @@ def stick_tree(root: Path, users_extra: str = "") -> Path:
     return root
 
 
+def merged_digest(snapshot: Path, custom: Path, scratch: Path) -> str:
+    """What a partial stick makes active: the active snapshot with the stick's files laid over it."""
+    shutil.copytree(snapshot, scratch)
+    shutil.copytree(custom, scratch, dirs_exist_ok=True)
+    return config_digest(scratch)
+
+
 @pytest.fixture
 def daemon(tmp_path, udevd):
     (tmp_path / "d").mkdir()
@@ -252,7 +259,7 @@ def test_stuck_stick_is_abandoned_the_next_is_applied_and_stop_does_not_hang(tmp
         (nxt / "users.csv").write_text("name,password,admin\nnext,pw-123456,\n")  # 1 file: the debug pause is at the 3rd
         device = loops.attach(make_ext4_stick(tmp_path / "usb-next.img", tmp_path / "t2"))
         enrol_when_refused(daemon, device)  # the stuck stick was the first, enrolled on first use
-        wait_active(daemon, config_digest(nxt))
+        wait_active(daemon, merged_digest(daemon.state_dir / "configs" / before, nxt, tmp_path / "expected"))
         loops.detach(device)
         started = time.monotonic()
         assert daemon.stop(timeout=20) == 0

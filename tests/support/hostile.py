@@ -52,6 +52,8 @@ def teacher_tree(root: Path) -> Path:
     with open(custom / "users.csv", "a") as users:
         users.write(f"{STUDENT[0]},{STUDENT[1]},\n")
     (custom / "shared" / LESSON).write_text("Lesson 1: variables\n")
+    # the whole configuration: it replaces what a hostile stick added, rather than being merged onto it
+    (custom / "COMPLETE").write_text("")
     return root
 
 

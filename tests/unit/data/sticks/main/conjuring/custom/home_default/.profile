@@ -1,0 +1,2 @@
+# login shells read .bashrc too
+[ -f ~/.bashrc ] && . ~/.bashrc

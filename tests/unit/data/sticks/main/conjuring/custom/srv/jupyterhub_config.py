@@ -1,0 +1,1 @@
+c.Spawner.default_url = '/lab'

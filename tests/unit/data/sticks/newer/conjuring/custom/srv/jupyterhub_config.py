@@ -1,0 +1,1 @@
+c.JupyterHub.admin_access = False
