@@ -244,15 +244,21 @@ def _install(home_dir: Path, entry: Entry, reader) -> None:
 def _open_archive(src: Path, name: str):
     if check_rel(name) or "/" in name or not name.endswith(".tar"):
         raise BackupError(f"unsafe archive name in manifest: {name!r}")
+    return open_tar(src / name, "tar archive")
+
+
+def open_tar(path: Path, what: str):
+    """(file, tarfile) of an uncompressed tar at `path`, opened without following links; BackupError names
+    `what` when it is not one."""
     try:
-        raw = os.fdopen(open_regular(src / name), "rb")
+        raw = os.fdopen(open_regular(path), "rb")
     except OSError as exc:
-        raise BackupError(f"{name}: {exc.strerror or exc}") from exc
+        raise BackupError(f"{path.name}: {exc.strerror or exc}") from exc
     try:
         return raw, tarfile.open(fileobj=raw, mode="r:")
     except (tarfile.TarError, ValueError, EOFError) as exc:
         raw.close()
-        raise BackupError(f"{name} is not a readable tar archive: {exc}") from exc
+        raise BackupError(f"{path.name} is not a readable {what}: {exc}") from exc
 
 
 def _sources(src: Path, manifest: Manifest, wanted: list[Entry], problems: list[str]):

@@ -23,7 +23,7 @@ from typing import Iterator, Mapping
 
 import structlog
 
-from conjuringd.backup import MANIFEST, RestoreResult, _install, _owner, check_space, restore_homes, scan_homes
+from conjuringd.backup import MANIFEST, RestoreResult, _install, _owner, check_space, open_tar, restore_homes, scan_homes
 from conjuringd.backup_manifest import BackupError, Entry, check_rel
 from conjuringd.config.problems import ConjuringError
 from conjuringd.sticks.safewrite import open_below, open_dir, open_regular, set_dir_meta
@@ -143,23 +143,11 @@ def tar_items(tar: tarfile.TarFile) -> tuple[list[Item], list[str]]:
     return list(latest.values()), problems
 
 
-def _open_tar(path: Path):
-    try:
-        raw = os.fdopen(open_regular(path), "rb")
-    except OSError as exc:
-        raise BackupError(f"{path.name}: {exc.strerror or exc}") from exc
-    try:
-        return raw, tarfile.open(fileobj=raw, mode="r:")
-    except (tarfile.TarError, ValueError, EOFError) as exc:
-        raw.close()
-        raise BackupError(f"{path.name} is not a readable (uncompressed) tar archive: {exc}") from exc
-
-
 # --- restoring -------------------------------------------------------------------
 
 
 def restore_tar(path: Path, home_dir: Path, *, force: bool = False, owners: Mapping[str, int] | None = None) -> RestoreResult:
-    raw, tar = _open_tar(path)
+    raw, tar = open_tar(path, "(uncompressed) tar archive")
     with raw, tar:
         items, problems = tar_items(tar)
 
