@@ -26,7 +26,7 @@ import structlog
 from conjuringd.backup import MANIFEST, RestoreResult, _install, _owner, check_space, open_tar, restore_homes, scan_homes
 from conjuringd.backup_manifest import BackupError, Entry, check_rel
 from conjuringd.config.problems import ConjuringError
-from conjuringd.sticks.safewrite import open_below, open_dir, open_regular, set_dir_meta
+from conjuringd.sticks.safewrite import open_below, open_dir, set_dir_meta
 
 log = structlog.get_logger(__name__)
 
