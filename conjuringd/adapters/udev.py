@@ -34,6 +34,7 @@ from conjuringd.sticks.copy import CopyLimits, TreeTooLarge
 from conjuringd.sticks.admission import admit, conjuring_folder, enrol_inserted, enrolment_line, render_not_enrolled
 from conjuringd.sticks.enrol import EnrolError, Enrolment, Verdict
 from conjuringd.sticks.mountinfo import needs_archive, read_mountinfo
+from conjuringd.sticks.loopdev import backing_file
 from conjuringd.sticks.policy import accepts, is_system_mount
 from conjuringd.sticks.report import StickReport, render_report, write_atomic
 from conjuringd.sticks.session import (
@@ -194,6 +195,7 @@ class UdevSticks:
             mount_points=mount_points,
             system_disk=disk.sys_name in self._system_disks(entries),
             media_dir=str(self.paths.media),
+            loop_backing=backing_file(disk.device_node or "", disk.sys_path) if disk.sys_name.startswith("loop") else None,
         )
 
     def _system_disks(self, entries) -> set[str]:

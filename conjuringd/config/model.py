@@ -75,6 +75,7 @@ class UsbSettings:
     max_file_bytes: int = 1024**3  # one larger file is skipped and named in the report, the rest is imported
     backup: bool = True
     trust: str = "enrolled"  # "enrolled": only enrolled sticks (the first one on a new box is enrolled); "any"
+    loop_images: str = ""  # loop devices count only when backed by a file under this folder; "" = any of this machine's
 
 
 @dataclass(frozen=True)

@@ -298,6 +298,7 @@ _VALUE_CHECKS: dict[Path, Any] = {
     ("usb", "max_bytes"): _range(1),
     ("usb", "trust"): lambda v: "" if v in ("enrolled", "any") else f'should be "enrolled" or "any", not {_toml_repr(v)}',
     ("usb", "max_file_bytes"): _range(1),
+    ("usb", "loop_images"): lambda v: "" if not v or v.startswith("/") else "should be an absolute path",
 }
 
 

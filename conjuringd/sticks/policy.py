@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from conjuringd.config.model import UsbSettings
+from conjuringd.sticks.loopdev import under
 
 SUPPORTED_FS = frozenset({"vfat", "exfat", "ext4", "ext3", "ext2", "ntfs", "ntfs3"})
 KINDS = frozenset({"usb", "removable", "loop", "mmc", "any"})
@@ -42,6 +43,17 @@ def _kinds_of(props: Mapping[str, str], removable: bool) -> set[str]:
     return kinds
 
 
+def _loop_verdict(props: Mapping[str, str], usb: UsbSettings, backing: str | None) -> Verdict | None:
+    """Why a loop device is refused before its kind is even looked at, or None."""
+    if not props.get("DEVNAME", "").startswith("/dev/loop"):
+        return None
+    if backing is None:
+        return Verdict(False, "a loop device whose backing file is not on this machine (another container's, or gone)")
+    if usb.loop_images and not under(backing, usb.loop_images):
+        return Verdict(False, f"a loop device backed by {backing}, outside [usb] loop_images")
+    return None
+
+
 def is_system_mount(mount_point: str, media_dir: str = "") -> bool:
     """A mount point that is part of the running system (anything that is not removable media)."""
     if media_dir and (mount_point == media_dir or mount_point.startswith(media_dir.rstrip("/") + "/")):
@@ -57,11 +69,14 @@ def accepts(
     mount_points: Iterable[str] = (),
     system_disk: bool = False,
     media_dir: str = "",
+    loop_backing: str | None = None,
 ) -> Verdict:
     """May this device (udev `props`) be read as a configuration stick under `usb`?
 
     `mount_points`: where the device is mounted now; `system_disk`: the device
-    (or its parent disk) holds the root filesystem or another system mount.
+    (or its parent disk) holds the root filesystem or another system mount;
+    `loop_backing`: for a loop device, its backing file when that file is this
+    machine's own (loopdev.backing_file), else None.
     """
     if not usb.enabled:
         return Verdict(False, "USB sticks are disabled ([usb] enabled = false)")
@@ -77,6 +92,9 @@ def accepts(
     fstype = props.get("ID_FS_TYPE", "")
     if fstype not in SUPPORTED_FS:
         return Verdict(False, f"unsupported filesystem {fstype!r}")
+    loop = _loop_verdict(props, usb, loop_backing)
+    if loop is not None:
+        return loop
     matched = sorted(_kinds_of(props, removable) & set(usb.accept))
     if not matched:
         return Verdict(False, f"not one of the accepted kinds {list(usb.accept)}")

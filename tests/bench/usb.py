@@ -47,7 +47,7 @@ def start_daemon(root: Path, usb: str) -> Daemon:
     root.mkdir(parents=True)
     daemon = Daemon(root, args=["--hub", "none", "--network", "none", "--usb", usb])
     daemon.config_dir.mkdir(parents=True)
-    (daemon.config_dir / "conjuring.toml").write_text('[usb]\naccept = ["loop"]\n')
+    (daemon.config_dir / "conjuring.toml").write_text(f'[usb]\naccept = ["loop"]\nloop_images = "{root.parent}"\n')
     daemon.start()
     daemon.wait_event("converged", timeout=60)
     return daemon

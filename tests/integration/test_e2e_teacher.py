@@ -16,7 +16,7 @@ from conjuringd.adapters.hub_http import HubSession
 from conjuringd.store import config_digest
 from tests.support.daemon import REPO, Daemon
 from tests.support.docker import DOCKER, require_docker
-from tests.support.udev import ext4_read, loops, make_ext4_stick, udevd
+from tests.support.udev import ext4_read, loop_toml, loops, make_ext4_stick, udevd
 
 pytestmark = [pytest.mark.docker, pytest.mark.udev, pytest.mark.slow]
 __all__ = ["loops", "udevd"]
@@ -57,7 +57,7 @@ def teacher_box(tmp_path, udevd):
     root.mkdir()
     daemon = Daemon(root, args=["--hub", "docker", "--network", "none", "--usb", "udev"])
     daemon.config_dir.mkdir(parents=True)
-    (daemon.config_dir / "conjuring.toml").write_text('[usb]\naccept = ["loop"]\n')
+    (daemon.config_dir / "conjuring.toml").write_text(loop_toml(tmp_path))
     classroom_custom(daemon.custom)
     yield daemon
     daemon.close()

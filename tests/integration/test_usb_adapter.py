@@ -226,3 +226,40 @@ async def test_exfat_stick_through_fuse(harness, tmp_path, loops):
         assert "APPLIED" in (mounted.mount_point / "conjuring" / "REPORT.txt").read_text()
     finally:
         check.unmount(mounted)
+
+
+async def test_loop_devices_of_another_container_or_an_earlier_run_are_not_sticks(harness, tmp_path, loops):
+    """Loop devices belong to the kernel: every container on the host sees every one. A teacher's stick image
+    attached from another mount namespace (a co-tenant container: here `unshare -m` over a private tmpfs, kept
+    alive), even where the same path here names a copy of it, and one left by an earlier, killed run (its image
+    outside this run's [usb] loop_images), are neither read nor reported; this run's own stick still is."""
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    image = make_ext4_stick(tmp_path / "usb-a.img", stick_tree(tmp_path / "tree"))
+    other = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         f"mount -t tmpfs none {theirs} && cp {image} {theirs}/usb.img && losetup -f --show {theirs}/usb.img"
+         " && exec sleep 60"], stdout=subprocess.PIPE, text=True)
+    try:
+        foreign = other.stdout.readline().strip()
+        assert foreign.startswith("/dev/loop"), "the co-tenant could not attach its image"
+        loops.attached[foreign] = theirs / "usb.img"
+        shutil.copy(image, theirs / "usb.img")  # here, that path names another file with the same bytes
+        old_run = tmp_path.parent.parent / f"{tmp_path.parent.name}-earlier-run.img"  # outside this run's folder
+        shutil.copy(image, old_run)
+        stale = loops.attach(old_run)
+        with capture_logs() as logs:
+            await harness.sticks.start(harness.wakes.append)
+            settle()
+            await asyncio.sleep(0.5)
+            assert harness.sticks.observe() == () and harness.wakes == []
+            mine = loops.attach(image)
+            await harness.wait_pending(mine)
+        reasons = {e["device"]: e["reason"] for e in logs if e["event"] == "device_ignored"}
+        assert "not on this machine" in reasons.get(foreign, ""), reasons
+        assert "outside [usb] loop_images" in reasons.get(stale, ""), reasons
+        assert [s.device for s in harness.sticks.observe()] == [mine]
+    finally:
+        other.kill()
+        other.wait()
+        old_run.unlink(missing_ok=True)

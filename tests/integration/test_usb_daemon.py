@@ -11,7 +11,7 @@ import pytest
 from conjuringd.store import config_digest
 from tests.support.daemon import REPO, Daemon
 from tests.support.udev import (
-    ext4_read, fat_read, kill_fuse_for, loops, make_ext4_stick, make_fat_stick, rewrite_ext4_stick, settle, udevd,
+    ext4_read, fat_read, kill_fuse_for, loop_toml, loops, make_ext4_stick, make_fat_stick, rewrite_ext4_stick, settle, udevd,
 )
 
 pytestmark = pytest.mark.udev
@@ -40,7 +40,7 @@ def daemon(tmp_path, udevd):
     (tmp_path / "d").mkdir()
     d = Daemon(tmp_path / "d", args=["--hub", "none", "--network", "none", "--usb", "udev"])
     d.config_dir.mkdir(parents=True)
-    (d.config_dir / "conjuring.toml").write_text('[usb]\naccept = ["loop"]\n')
+    (d.config_dir / "conjuring.toml").write_text(loop_toml(tmp_path))
     yield d
     d.close()
 
@@ -185,7 +185,7 @@ def test_stick_pulled_mid_copy_keeps_config_and_daemon(tmp_path, udevd, loops):
     daemon = Daemon(tmp_path / "d", args=["--hub", "none", "--network", "none", "--usb", "udev"],
                     env={"CONJURINGD_DEBUG": "1", "CONJURINGD_DEBUG_COPY_PAUSE": "5:3"})
     daemon.config_dir.mkdir(parents=True)
-    (daemon.config_dir / "conjuring.toml").write_text('[usb]\naccept = ["loop"]\n')
+    (daemon.config_dir / "conjuring.toml").write_text(loop_toml(tmp_path))
     try:
         daemon.start()
         daemon.wait_event("converged")
@@ -241,7 +241,7 @@ def test_stuck_stick_is_abandoned_the_next_is_applied_and_stop_does_not_hang(tmp
                     env={"CONJURINGD_DEBUG": "1", "CONJURINGD_DEBUG_COPY_PAUSE": "3:600",
                          "CONJURINGD_DEBUG_STICK_DEADLINE": "3"})
     daemon.config_dir.mkdir(parents=True)
-    (daemon.config_dir / "conjuring.toml").write_text('[usb]\naccept = ["loop"]\n')
+    (daemon.config_dir / "conjuring.toml").write_text(loop_toml(tmp_path))
     try:
         daemon.start()
         daemon.wait_event("converged")

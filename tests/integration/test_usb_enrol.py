@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import REPO, Daemon
-from tests.support.udev import MTOOLS_ENV, ext4_read, fat_read, loops, make_ext4_stick, make_fat_stick, udevd
+from tests.support.udev import MTOOLS_ENV, ext4_read, fat_read, loop_toml, loops, make_ext4_stick, make_fat_stick, udevd
 
 pytestmark = pytest.mark.udev
 __all__ = ["loops", "udevd"]
@@ -76,7 +76,7 @@ def new_box(root: Path, trust: str = "") -> Daemon:
     root.mkdir()
     d = Daemon(root, args=["--hub", "none", "--network", "none", "--usb", "udev"])
     d.config_dir.mkdir(parents=True)
-    (d.config_dir / "conjuring.toml").write_text('[usb]\naccept = ["loop"]\n' + (f'trust = "{trust}"\n' if trust else ""))
+    (d.config_dir / "conjuring.toml").write_text(loop_toml(root, f'trust = "{trust}"\n' if trust else ""))
     home = d.state_dir / "home" / "ana"
     home.mkdir(parents=True)
     (home / "homework.txt").write_text(STUDENT_HOME_TEXT)

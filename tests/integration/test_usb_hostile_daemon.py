@@ -40,19 +40,19 @@ import pytest
 from conjuringd.store import config_digest
 from tests.support.docker import DOCKER, require_docker
 from tests.support.hostile import CA_NAME, HUB, Box, deep_tree, entry_count, remove_tree, set_toml, teacher_tree
-from tests.support.udev import udevd
+from tests.support.udev import loop_toml, udevd
 
 pytestmark = [pytest.mark.docker, pytest.mark.udev, pytest.mark.slow]
 __all__ = ["udevd"]
 
-MACHINE_ANY = '[usb]\naccept = ["loop"]\ntrust = "any"\n'
-MACHINE_DEFAULT = '[usb]\naccept = ["loop"]\n'
+TRUST_ANY = 'trust = "any"\n'  # after loop_toml's [usb] lines: loop devices of this run, every stick trusted
 
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory, udevd):
     require_docker()
-    box = Box(tmp_path_factory.mktemp("hostile"), MACHINE_ANY)
+    root = tmp_path_factory.mktemp("hostile")
+    box = Box(root, loop_toml(root, TRUST_ANY))
     try:
         box.start()
         box.wait_serving(timeout=1200)
@@ -278,7 +278,7 @@ def test_deep_tree_is_reported_and_the_hub_is_still_repaired(box):
 
 
 def test_max_files_counts_folders_and_symlinks(box):
-    box.write_machine_toml(MACHINE_ANY + "max_files = 10\n")
+    box.write_machine_toml(loop_toml(box.root, TRUST_ANY + "max_files = 10\n"))
     try:
         before = box.snapshot()
         image = stick_many_entries(box)
@@ -287,7 +287,7 @@ def test_max_files_counts_folders_and_symlinks(box):
         assert re.search(r"(more than|over).*\b10\b|max_files", report), report
         box.serving(before)
     finally:
-        box.write_machine_toml(MACHINE_ANY)
+        box.write_machine_toml(loop_toml(box.root, TRUST_ANY))
 
 
 def test_sparse_file_links_and_fifo_each_refused_rest_applied(box):
@@ -350,7 +350,7 @@ ALL_STICKS = [stick_home_dir_root, stick_home_dir_etc, stick_home_dir_secrets, s
 
 
 def test_default_trust_enrols_the_teacher_stick_first(box):
-    box.write_machine_toml(MACHINE_DEFAULT)
+    box.write_machine_toml(loop_toml(box.root))
     (box.home / "HOSTILE-WAS-HERE").unlink(missing_ok=True)
     report = box.plug(box.teacher_image, timeout=600).report
     assert result_of(report) in ("APPLIED", "UNCHANGED"), report

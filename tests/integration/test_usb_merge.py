@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import REPO, Daemon
-from tests.support.udev import ext4_read, loops, make_ext4_stick, rewrite_ext4_stick, udevd
+from tests.support.udev import ext4_read, loop_toml, loops, make_ext4_stick, rewrite_ext4_stick, udevd
 
 pytestmark = pytest.mark.udev
 __all__ = ["loops", "udevd"]
@@ -30,7 +30,7 @@ def daemon(tmp_path, udevd):
     (tmp_path / "d").mkdir()
     d = Daemon(tmp_path / "d", args=["--hub", "none", "--network", "none", "--usb", "udev"])
     d.config_dir.mkdir(parents=True)
-    (d.config_dir / "conjuring.toml").write_text('[usb]\naccept = ["loop"]\n')
+    (d.config_dir / "conjuring.toml").write_text(loop_toml(tmp_path))
     yield d
     d.close()
 

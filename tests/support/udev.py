@@ -9,6 +9,7 @@ devices. In CI (CI=true) a missing component fails instead of skipping.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -24,7 +25,7 @@ from conjuringd.reconcile.model import ImportOutcome, ReportFacts
 from conjuringd.store import SnapshotStore
 
 REPO = Path(__file__).resolve().parents[2]
-LOOPS = UsbSettings(accept=("loop",))
+LOOPS = UsbSettings(accept=("loop",))  # Harness adds loop_images: this run's images only
 FACTS = dict(hub_state="serving", hub_urls=("http://10.42.0.1:8989",), users=3, admins=1)
 
 UDEVD = "/lib/systemd/systemd-udevd"
@@ -176,25 +177,53 @@ def ext4_read(image: Path, path: str) -> bytes:
 
 
 class Loops:
-    """Attach images as loop devices; everything still attached is detached at the end."""
+    """Attach images as loop devices; everything still attached is detached at the end, and a device
+    that stays bound to its image (something still holds it: a mount left behind) fails the test."""
 
     def __init__(self):
-        self.attached: list[str] = []
+        self.attached: dict[str, Path] = {}
 
     def attach(self, image: Path, *, read_only: bool = False) -> str:
         args = ["losetup", "-f", "--show", *(["-r"] if read_only else []), str(image)]
         device = subprocess.run(args, check=True, capture_output=True, text=True).stdout.strip()
-        self.attached.append(device)
+        self.attached[device] = image
         return device
 
     def detach(self, device: str) -> None:
-        subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
-        if device in self.attached:
-            self.attached.remove(device)
+        subprocess.run(["losetup", "-d", device], check=False, capture_output=True)  # deferred while held
+        self.attached.pop(device, None)
 
     def close(self) -> None:
-        for device in list(self.attached):
+        images = dict(self.attached)
+        for device in images:
             self.detach(device)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_bound(d, i) for d, i in images.items()):
+            time.sleep(0.2)
+        held = {d: _holders(d) for d, i in images.items() if _bound(d, i)}
+        assert not held, f"loop devices still held after the test (mounts holding them): {held}"
+
+
+def _bound(device: str, image: Path) -> bool:
+    try:
+        name = Path(f"/sys/block/{Path(device).name}/loop/backing_file").read_text().strip()
+    except OSError:
+        return False
+    return name == str(image.resolve())
+
+
+def _holders(device: str) -> list[str]:
+    """The mounts of `device` in every process's mount namespace."""
+    rdev = os.stat(device).st_rdev
+    number = f"{os.major(rdev)}:{os.minor(rdev)}"
+    found = set()
+    for mountinfo in Path("/proc").glob("[0-9]*/mountinfo"):
+        try:
+            lines = mountinfo.read_text().splitlines()
+        except OSError:
+            continue
+        found.update(f"pid {mountinfo.parent.name}: {line.split()[4]}" for line in lines if line.split()[2] == number)
+    return sorted(found)[:10]
 
 
 def udev_properties(device: str) -> dict[str, str]:
@@ -219,8 +248,24 @@ def stick_tree(root: Path, users: str | None = None) -> Path:
     return root
 
 
+def run_root(path: Path) -> Path:
+    """This pytest run's base folder holding `path`: every image a test makes is under it, and loop
+    devices that an earlier, killed run left attached (their images in an older pytest-N) are not."""
+    for folder in (path, *path.parents):
+        if folder.parent.name.startswith("pytest-of-"):
+            return folder
+    return path.parent
+
+
+def loop_toml(path: Path, extra: str = "") -> str:
+    """A machine conjuring.toml that takes loop devices as sticks, only those of this run."""
+    return f'[usb]\naccept = ["loop"]\nloop_images = "{run_root(path)}"\n{extra}'
+
+
 class Harness:
     def __init__(self, tmp_path: Path, usb: UsbSettings = LOOPS, copy_hook=None):
+        if "loop" in usb.accept and not usb.loop_images:
+            usb = dataclasses.replace(usb, loop_images=str(run_root(tmp_path)))
         self.paths = Paths(tmp_path / "state", tmp_path / "etc", tmp_path / "run", REPO / "custom")
         for folder in (self.paths.state_dir, self.paths.config_dir, self.paths.runtime_dir):
             folder.mkdir(parents=True, exist_ok=True)

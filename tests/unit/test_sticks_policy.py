@@ -17,6 +17,7 @@ LOOP = {
     "ID_FS_USAGE": "filesystem",
     "ID_FS_TYPE": "ext4",
 }
+IMAGE = "/var/tmp/stick.img"
 SATA = {**USB_STICK, "DEVNAME": "/dev/sda2", "ID_BUS": "ata", "ID_FS_TYPE": "ext4"}
 
 
@@ -33,13 +34,33 @@ def test_default_policy_ignores_plain_loop_and_fixed_disks():
 
 
 def test_loop_accepted_when_configured():
-    assert accepts(LOOP, UsbSettings(accept=("loop",)))
-    assert accepts(LOOP, UsbSettings(accept=("any",)))
+    assert accepts(LOOP, UsbSettings(accept=("loop",)), loop_backing=IMAGE)
+    assert accepts(LOOP, UsbSettings(accept=("any",)), loop_backing=IMAGE)
     assert not accepts(USB_STICK, UsbSettings(accept=("loop",)))
 
 
 def test_loop_with_usb_identity_accepted_by_default():
-    assert accepts({**LOOP, "ID_BUS": "usb"}, UsbSettings())
+    assert accepts({**LOOP, "ID_BUS": "usb"}, UsbSettings(), loop_backing=IMAGE)
+
+
+def test_loop_device_of_another_container_is_never_a_stick():
+    """Loop devices are the kernel's: another container's (or a gone file's) is refused, whatever is accepted."""
+    for usb in (UsbSettings(accept=("loop",)), UsbSettings(accept=("any",)), UsbSettings()):
+        for props in (LOOP, {**LOOP, "ID_BUS": "usb"}):
+            verdict = accepts(props, usb, loop_backing=None)
+            assert not verdict and "not on this machine" in verdict.reason
+    assert accepts(USB_STICK, UsbSettings(), loop_backing=None), "not a loop device: no backing file to have"
+
+
+def test_loop_images_limits_loop_devices_to_one_folder(tmp_path):
+    usb = UsbSettings(accept=("loop",), loop_images=str(tmp_path / "sticks"))
+    (tmp_path / "sticks").mkdir()
+    assert accepts(LOOP, usb, loop_backing=str(tmp_path / "sticks" / "a.img"))
+    for outside in (tmp_path / "other.img", tmp_path / "sticks-old" / "a.img", tmp_path / "sticks" / ".." / "b.img"):
+        verdict = accepts(LOOP, usb, loop_backing=str(outside))
+        assert not verdict and "outside [usb] loop_images" in verdict.reason, outside
+    (tmp_path / "sticks" / "link").symlink_to(tmp_path)
+    assert not accepts(LOOP, usb, loop_backing=str(tmp_path / "sticks" / "link" / "c.img"))
 
 
 def test_never_the_system_disk_even_with_any():
