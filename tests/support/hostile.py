@@ -250,9 +250,22 @@ def stick_files(image: Path, scratch: Path) -> dict[str, bytes]:
     listed = subprocess.run(["find", str(scratch), "-type", "f", "-print0"], capture_output=True, check=True).stdout
     for name in filter(None, listed.split(b"\0")):  # os.walk recurses too: find walks the deep tree
         path = Path(os.fsdecode(name))
-        files[path.relative_to(scratch).as_posix()] = path.read_bytes()
+        files[path.relative_to(scratch).as_posix()] = b"" if _all_zeros(path) else path.read_bytes()
     remove_tree(scratch)
     return files
+
+
+def _all_zeros(path: Path, big: int = 64 << 20, chunk: int = 8 << 20) -> bool:
+    """A large file of nothing but zero bytes (a sparse file read back): no secret in it, and
+    not worth holding in memory and searching, 2 GiB at a time, for every secret."""
+    if path.stat().st_size < big:
+        return False
+    zeros = bytes(chunk)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            if block != zeros[:len(block)]:
+                return False
+    return True
 
 
 def remove_tree(path: Path) -> None:
