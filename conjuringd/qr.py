@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import re
 
-import segno
-
 _SPECIAL = re.compile(r'([\\;,:"])')
 
 
@@ -28,6 +26,8 @@ def wifi_payload(ssid: str, passphrase: str) -> str:
 def qr_svg(text: str, label: str) -> str:
     """An inline <svg> of `text` as a QR code (error correction M, the standard 4-module quiet zone),
     sized by CSS (viewBox only); `label` becomes its accessible title."""
+    import segno  # here, not at import: conjuringctl's other commands never need it
+
     code = segno.make_qr(text, error="m", boost_error=False)
     return code.svg_inline(scale=1, border=4, omitsize=True, svgclass="qr", lineclass=None, title=label)
 
