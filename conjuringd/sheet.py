@@ -114,7 +114,7 @@ svg.qr { display: block; background: #fff; shape-rendering: crispEdges; }
 .slip .value { font-size: 13pt; font-weight: bold; margin: 0; overflow-wrap: anywhere; line-height: 1.2; }
 .slip .value.url { font-size: 8.5pt; font-weight: normal; }
 .slip svg.qr { width: 34mm; height: 34mm; flex: none; }
-.slip.admin { background: #fff3f0; }
+.slip.admin { box-shadow: inset 1.6mm 0 0 #d9826e; }
 .slip .who { font-size: 8pt; color: #a33; font-weight: bold; margin: 0 0 0.5mm; }
 """
 
