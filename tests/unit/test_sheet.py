@@ -161,6 +161,9 @@ def test_only_an_enrolled_stick_gets_passwords_and_the_sheet(verdict, trusted):
     assert ("CLASS.html" in files) is trusted and (b"made-pw-1234" in everything) is trusted
     assert (b"pw-01-abcd" in everything) is trusted  # users.csv's own passwords: on the sheet only
     assert list(files)[:2] == ["REPORT.txt", "REPORT.html"]
+    assert (b"CLASS.html beside this report" in files["REPORT.txt"]) is trusted
+    admitted = verdict is None or verdict.admitted
+    assert (b"students type: " + ADDRESS.encode() in files["REPORT.txt"]) is admitted  # strangers learn nothing
     if not trusted:
         assert for_stick(FACTS, verdict).sheet is None and for_stick(FACTS, verdict).generated_logins == ()
 
