@@ -90,3 +90,16 @@ def test_help_documents_exit_codes(capsys):
     code, out = run(capsys, "--help")
     assert code == 0
     assert "Exit codes:" in out and "3  the daemon is not reachable" in out
+
+
+def test_sheet_is_for_root_only(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    code, _ = run(capsys, "--state-dir", str(tmp_path), "sheet", "-o", str(tmp_path / "CLASS.html"))
+    assert code == 3 and "run as root" in run.err and not (tmp_path / "CLASS.html").exists()
+
+
+def test_sheet_without_an_active_configuration_says_so(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    code, _ = run(capsys, "--state-dir", str(tmp_path), "--runtime-dir", str(tmp_path), "--config-dir", str(tmp_path),
+                  "sheet", "-o", str(tmp_path / "CLASS.html"))
+    assert code == 1 and "no configuration is active yet" in run.err and not (tmp_path / "CLASS.html").exists()
