@@ -9,12 +9,13 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS=(
   # runtime libraries, at the versions Debian 12 ships
   python3-pyudev python3-dbus-next python3-docker python3-watchdog
-  python3-structlog python3-sdnotify python3-yaml python3-requests
+  python3-structlog python3-sdnotify python3-yaml python3-requests python3-segno
   # test runner and tools
   python3-pytest python3-venv python3-gi python3-dbus gir1.2-umockdev-1.0 umockdev
   # real components
   docker.io mmdebstrap udev network-manager dbus iproute2 systemd
   chromium  # the real-browser test (Playwright drives Debian's build: it cannot download its own here)
+  zbar-tools  # zbarimg: an independent reader of the class sheet's QR codes
   e2fsprogs dosfstools mtools fusefat fuse3 util-linux exfat-fuse exfatprogs
   # packaging
   debhelper dh-python pybuild-plugin-pyproject python3-setuptools lintian

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from conjuringd.config.load import load_custom
+from conjuringd.ctl_class import address_of, classroom_lines, students_line
 from conjuringd.config.machine import MachineSettings, load_machine
 from conjuringd.config.problems import ConfigError, Severity
 from conjuringd.hashing import changed_layers, config_hashes
@@ -120,8 +121,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if shown is None:
             return EXIT_UNREACHABLE
     if args.json:
-        print(json.dumps({**status, **({"generated_passwords": shown} if shown is not None else {})},
-                         indent=2, sort_keys=True))
+        extra = {"address": address_of(status), **({"generated_passwords": shown} if shown is not None else {})}
+        print(json.dumps({**status, **extra}, indent=2, sort_keys=True))
         return EXIT_OK
     print(format_status(status))
     if shown is not None:
@@ -166,10 +167,10 @@ def format_status(status: dict) -> str:
     if network:
         lines.append(f"network:  {network.get('serve')} {network.get('state')} {network.get('ssid') or ''} "
                      f"{' '.join(network.get('addresses') or [])}".rstrip())
+    lines += classroom_lines(status)
     students = status.get("students")
     if isinstance(students, dict):
-        line = (f"students: {students.get('students')} ({students.get('students_active')} active, "
-                f"{students.get('students_starting')} starting)")
+        line = students_line(students)
         if "memory_headroom_mb" in students:
             line += (f"; hub memory {students['memory_used_mb']} MiB used, {students['memory_headroom_mb']} MiB free"
                      f" (room for about {students['more_students_fit']} more active students)")
@@ -388,9 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home-dir", default=None)
     p.add_argument("--force", action="store_true", help="also overwrite files that are newer on this box")
     p.set_defaults(func=cmd_migrate)
-    from conjuringd import newusers
+    from conjuringd import ctl_class, newusers
 
     newusers.register(sub)
+    ctl_class.register(sub)
     return parser
 
 

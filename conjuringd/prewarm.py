@@ -34,6 +34,7 @@ DEFAULT_HOLD = timedelta(hours=3)
 # tests/bench/classroom.py: what the container's memory grows by per student with a server and a kernel
 # with numpy, forked from the fork server (anon 62-69 MB, PSS 65-77 MB), rounded up
 PER_STUDENT_MB = 80
+RECENT = timedelta(minutes=10)  # "active" in conjuringctl status and the report
 
 
 @dataclass
@@ -195,8 +196,21 @@ async def prewarm_hub(hub, desired, **kwargs) -> PrewarmReport:
     return await prewarm(hub.url(desired), token, names, **kwargs)
 
 
+def recently_active(model: dict, now: datetime, window: timedelta = RECENT) -> bool:
+    """The user did something in the hub within `window` before `now` (its model's last_activity)."""
+    stamp = model.get("last_activity")
+    if not isinstance(stamp, str) or not stamp:
+        return False
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return now - when <= window
+
+
 def classroom_status(users: list[dict], mem_used: int, mem_total: int, *, per_student: int = PER_STUDENT_MB * 2**20,
-                     admins: Iterable[str] = ()) -> dict:
+                     admins: Iterable[str] = (), now: datetime | None = None) -> dict:
     """How many students are active and how many more fit in memory.
 
     users: the hub's user models (GET /hub/api/users with the service token);
@@ -207,11 +221,15 @@ def classroom_status(users: list[dict], mem_used: int, mem_total: int, *, per_st
     admin_names = set(admins)
     states = [(u.get("name", ""), server_state(u)) for u in users if isinstance(u, dict)]
     students = [(n, s) for n, s in states if n not in admin_names and not n.startswith("conjuring-")]
+    now = now or datetime.now(timezone.utc)
+    recent = sum(1 for u in users if isinstance(u, dict) and u.get("name", "") not in admin_names
+                 and not str(u.get("name", "")).startswith("conjuring-") and recently_active(u, now))
     headroom = max(0, mem_total - mem_used)
     return {
         "students": len(students),
         "students_active": sum(1 for _, s in students if s == "ready"),
         "students_starting": sum(1 for _, s in students if s == "pending"),
+        "students_recent": recent,  # did something in the last 10 minutes
         "servers_active": sum(1 for _, s in states if s == "ready"),
         "memory_used_mb": round(mem_used / 2**20),
         "memory_total_mb": round(mem_total / 2**20),

@@ -6,6 +6,7 @@ import fcntl
 import socket
 import struct
 from pathlib import Path
+from urllib.parse import quote
 
 from conjuringd.reconcile.model import NetworkObserved
 
@@ -47,3 +48,18 @@ def hub_urls(network: NetworkObserved | None, port: int) -> tuple[str, ...]:
     else every non-loopback address of the host (networking not managed, or not up yet)."""
     return serve_urls(network, port) or tuple(
         f"http://{address}:{port}" for address in local_ipv4_addresses() or ("127.0.0.1",))
+
+
+def student_address(mdns_name: str | None, port: int, hub_urls: tuple[str, ...] | list[str]) -> str:
+    """The one address students type (the sheet, REPORT.html, `conjuringctl status`): the box's
+    published name when there is one, else the first hub URL (an IP address); "" if neither is known."""
+    if mdns_name:
+        return f"http://{mdns_name}" if port == 80 else f"http://{mdns_name}:{port}"
+    return hub_urls[0] if hub_urls else ""
+
+
+def login_url(address: str, user: str = "") -> str:
+    """The hub's login page at `address`, with the name filled in when `user` is given
+    (JupyterHub's login form takes ?username=)."""
+    page = f"{address.rstrip('/')}/hub/login"
+    return f"{page}?username={quote(user, safe='')}" if user else page

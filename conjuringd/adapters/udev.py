@@ -31,15 +31,16 @@ from conjuringd.config.model import UsbSettings
 from conjuringd.paths import Paths
 from conjuringd.reconcile.model import ImportOutcome, ReportFacts, StickObserved
 from conjuringd.sticks.copy import CopyLimits, TreeTooLarge
-from conjuringd.sticks.admission import admit, conjuring_folder, enrol_inserted, enrolment_line, render_not_enrolled
+from conjuringd.sticks.admission import admit, conjuring_folder, enrol_inserted, enrolment_line
 from conjuringd.sticks.enrol import EnrolError, Enrolment, Verdict
 from conjuringd.sticks.mountinfo import needs_archive, read_mountinfo
 from conjuringd.sticks.loopdev import backing_file
 from conjuringd.sticks.policy import accepts, is_system_mount
-from conjuringd.sticks.report import StickReport, render_report, write_atomic
+from conjuringd.sticks.report import StickReport, write_atomic
 from conjuringd.sticks.session import (
-    StickInfo, StickSession, compose_notes, device_present, run_backup, stage_custom, write_report_file,
+    StickInfo, StickSession, compose_notes, device_present, run_backup, stage_custom,
 )
+from conjuringd.sticks.stickfiles import render_files, write_files
 from conjuringd.sticks.worker import StickDeadlines, StickStuck, StickWorker, describe
 
 log = structlog.get_logger(__name__)
@@ -392,18 +393,14 @@ class UdevSticks:
         self._pending.pop(device, None)
         assert pending.outcome is not None
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        if pending.verdict is not None and not pending.verdict.admitted:
-            text = render_not_enrolled(when, socket.gethostname(), pending.info.label, pending.info.uuid, device)
-        else:
-            text = render_report(StickReport(
-                time=when, hostname=socket.gethostname(),
-                device=device, label=pending.info.label, uuid=pending.info.uuid,
-                outcome=pending.outcome, facts=report, refusals=pending.refusals, backup=pending.backup,
-                enrolment=enrolment_line(pending.verdict) if pending.verdict else "",
-            ))
+        files = render_files(StickReport(
+            time=when, hostname=socket.gethostname(), device=device, label=pending.info.label, uuid=pending.info.uuid,
+            outcome=pending.outcome, facts=report, refusals=pending.refusals, backup=pending.backup,
+            enrolment=enrolment_line(pending.verdict) if pending.verdict else "",
+        ), pending.verdict)
         self.last_report = {"device": device, "label": pending.info.label, "result": pending.outcome.result, "written": False}
         try:
-            path = await self._run(self._write, pending.info, text)
+            path = await self._run(self._write, pending.info, files)
         except (OSError, StickStuck) as exc:
             log.warning("report_not_written", device=device, error=getattr(exc, "strerror", None) or str(exc))
             return
@@ -412,13 +409,14 @@ class UdevSticks:
             return
         self.counters["reports"] += 1
         self.last_report["written"] = True
-        log.info("report_written", device=device, path=str(path), result=pending.outcome.result)
+        log.info("report_written", device=device, path=str(path), result=pending.outcome.result,
+                 files=[name for name, _ in files])
 
-    def _write(self, info: StickInfo, text: str) -> Path:
+    def _write(self, info: StickInfo, files: tuple[tuple[str, bytes], ...]) -> Path:
         if not device_present(info.device, info.dev):
             raise OSError(2, "the stick is gone")
         with StickSession(self._mounter, info, writable=True) as session:
-            return write_report_file(session, text)
+            return write_files(session, files)
 
     # --- enrolment asked for by conjuringctl ---------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -59,6 +60,7 @@ class PassLog:
     changes: list[str] = field(default_factory=list)
     build_tail: tuple[str, ...] = ()
     built: bool = False  # an image was built in this pass (older ones may be pruned)
+    started: float = field(default_factory=time.monotonic)  # since the last stick import began, for its report
 
 
 @dataclass
@@ -83,6 +85,7 @@ class Executor:
         if isinstance(action, ImportStick):
             self.phase(f"importing configuration from {action.device}")
             passlog.changes.clear()
+            passlog.started = time.monotonic()
             await sticks.import_stick(action.device, action.key, self.importer)
         elif isinstance(action, WriteStickReport):
             await sticks.write_report(action.device, action.key, await self.report_facts(passlog))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from conjuringd.reconcile.execute import Adapters, Executor, PassLog
 from conjuringd.reconcile.model import ActivateNetwork, Desired, ImportOutcome, NetworkObserved, Observed, ReportFacts
 from conjuringd.reconcile.plan import plan
 from conjuringd.reconcile.triggers import Backoff, Heartbeat, Triggers
+from conjuringd.sheet import class_sheet, wifi_of
 from conjuringd.status import StatusBoard
 from conjuringd.store import SnapshotStore, config_digest
 from conjuringd import urls
@@ -333,6 +336,9 @@ class Reconciler:
             stick_status = sticks.status()
             self.status.set(sticks={k: v for k, v in stick_status.items() if k != "last_report"},
                             last_report=stick_status.get("last_report"))
+        wifi = wifi_of(desired.settings.network, observed.network)
+        self.status.set(hub_port=desired.settings.hub.port, wifi={"ssid": wifi.ssid, "own_hotspot": wifi.own},
+                        address=urls.student_address(self.status.get("mdns_name"), desired.settings.hub.port, hub_urls))
         self.status.set(active_config=hashes.config, active_source=state.active_source, hub_urls=list(hub_urls),
                         users=users, admins=len(desired.config.admins), network=_network_status(observed),
                         converged=healthy, changes=passlog.changes)
@@ -359,9 +365,15 @@ class Reconciler:
             return ReportFacts(hub_state="no configuration active")
         failed = desired.hashes.image in observed.failed_builds
         hub_state = "hub not managed" if not self.hub_enabled else ("build failed" if failed else "serving")
+        hub_urls = urls.hub_urls(observed.network, desired.settings.hub.port)
+        address = urls.student_address(self.status.get("mdns_name"), desired.settings.hub.port, hub_urls)
+        students = self.status.get("students") or {}
+        made = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return ReportFacts(
             hub_state=hub_state,
-            hub_urls=urls.hub_urls(observed.network, desired.settings.hub.port),
+            hub_urls=hub_urls, address=address, seconds=time.monotonic() - passlog.started,
+            students_online=students.get("students_active"), students_recent=students.get("students_recent"),
+            sheet=class_sheet(desired.config, observed.network, address, socket.gethostname(), made),
             users=len(desired.config.users), admins=len(desired.config.admins),
             changes=tuple(passlog.changes), build_log_tail=passlog.build_tail,
             active_config=state.active, active_source=_describe_source(state.active_source),

@@ -6,6 +6,7 @@ All frozen: `plan()` is a pure function of a Desired and an Observed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from conjuringd.config.model import CustomConfig, Settings
 from conjuringd.merge import MergeSummary
@@ -193,3 +194,8 @@ class ReportFacts:
     active_source: str = ""  # e.g. "stick CONJURING (UUID 1234-ABCD) at 2026-11-26T14:00Z"
     # (name, password, admin) of active users whose password the box made ("(generated)" in users.csv)
     generated_logins: tuple[tuple[str, str, bool], ...] = field(default=(), repr=False)
+    address: str = ""  # what students type (conjuringd.urls.student_address)
+    students_online: int | None = None  # students with a running server (None: not known)
+    students_recent: int | None = None  # of them, active in the last 10 minutes
+    seconds: float = 0.0  # how long the import and what it set off took
+    sheet: Any = field(default=None, repr=False)  # conjuringd.sheet.ClassSheet (it holds every password)

@@ -18,7 +18,7 @@ log = structlog.get_logger(__name__)
 
 def admit(enrolment: Enrolment, session: StickSession, conjuring: Path, info: StickInfo, trust: str) -> Verdict:
     """Blocking: the enrolment verdict; the first stick on a new box is enrolled here (trust on first use)."""
-    cred = read_credential(conjuring) if trust != "any" else None
+    cred = read_credential(conjuring)  # also with trust = "any": an enrolled stick still gets passwords
     verdict = enrolment.check(cred, info.uuid, trust)
     if verdict.kind != "first":
         return verdict
@@ -90,6 +90,10 @@ def enrolment_line(verdict: Verdict) -> str:
                 f"conjuring/{KEY_NAME}: keep the stick safe and do not copy that file.")
     if verdict.kind == "enrolled" and stick is not None:
         return f"This stick is enrolled on this box (id {stick.id}, since {stick.enrolled_at})."
+    if verdict.kind == "any" and stick is not None:
+        return (f"This box accepts any stick ([usb] trust = \"any\"); this one is also enrolled (id {stick.id}), "
+                "so it receives passwords and the class sheet.")
     if verdict.kind == "any":
-        return "This box accepts any stick ([usb] trust = \"any\"): sticks are not checked."
+        return ("This box accepts any stick ([usb] trust = \"any\"): sticks are not checked. Passwords and the "
+                "class sheet go only onto an enrolled stick ('conjuringctl enroll' on the box).")
     return ""

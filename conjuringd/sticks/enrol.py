@@ -146,8 +146,9 @@ class Verdict:
 def judge(sticks: tuple[EnrolledStick, ...], secret: bytes | None, cred: Credential | None, fs_uuid: str,
           trust: str) -> Verdict:
     """May this stick change the box? Pure: the box's records, its secret, what the stick carries."""
-    if trust == "any":
-        return Verdict("any")
+    if trust == "any":  # any stick may change the box; only an enrolled one is named (and gets passwords)
+        checked = judge(sticks, secret, cred, fs_uuid, "enrolled") if sticks and cred is not None else None
+        return Verdict("any", stick=checked.stick if checked is not None and checked.kind == "enrolled" else None)
     if not sticks:
         return Verdict("first")
     if cred is None:

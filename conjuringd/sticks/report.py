@@ -61,6 +61,8 @@ def _hub_lines(facts: ReportFacts | None) -> list[str]:
     if facts is None:
         return []
     lines = [f"Hub: {facts.hub_state}"]
+    if facts.address:
+        lines.append(f"  students type: {facts.address}")
     lines += [f"  open in a browser: {url}" for url in facts.hub_urls]
     lines.append(f"Users: {facts.users} ({facts.admins} admin{'s' if facts.admins != 1 else ''})")
     return lines
@@ -77,6 +79,14 @@ def _password_lines(report: StickReport) -> list[str]:
     lines += [f"  {name:<{width}}  {password}{'   (admin)' if admin else ''}"
               for name, password, admin in facts.generated_logins]
     return lines
+
+
+def _sheet_lines(report: StickReport) -> list[str]:
+    """Where the class sheet is: beside this report when the stick received it (sticks/stickfiles.py)."""
+    if report.facts is None or report.facts.sheet is None or report.outcome.result not in ("applied", "unchanged"):
+        return []
+    return ["CLASS.html beside this report: open it in a browser and print it (a poster for the wall,",
+            "one slip per student with their password). REPORT.html is this report for a browser."]
 
 
 LISTED = 40  # files named per list; the rest are counted
@@ -137,6 +147,7 @@ def render_report(report: StickReport) -> str:
     if facts is not None:
         lines += _section("What changed", list(facts.changes))
         lines += _section("Hub", _hub_lines(facts))
+        lines += _section("Class sheet", _sheet_lines(report))
         lines += _section("Passwords made by this box", _password_lines(report))
         lines += _section("Last lines of the failed build", list(facts.build_log_tail))
     lines += _section("Home backup", [report.backup] if report.backup else [])

@@ -22,7 +22,6 @@ from conjuringd.backup import BackupError, backup_homes
 from conjuringd.config.checks import check_compose_override, compose_beside, compose_text
 from conjuringd.sticks.copy import CopyLimits, Refusal, safe_copy
 from conjuringd.sticks.layout import BACKUP_NAME, StickLayout, find_entry, find_layout
-from conjuringd.sticks.report import write_atomic
 
 log = structlog.get_logger(__name__)
 
@@ -130,15 +129,6 @@ def run_backup(session: StickSession, target: Path, home_dir: Path) -> str:
             raise
         log.warning("backup_failed", device=session.stick.device, error=str(exc))
         return f"backup NOT written: {exc.strerror or exc}"
-
-
-def write_report_file(session: StickSession, text: str) -> Path:
-    session.make_writable()
-    layout = session.layout()
-    if layout is None:
-        raise OSError(errno.ENOENT, "the conjuring folder is gone from the stick")
-    write_atomic(layout.report, text.encode("utf-8"))
-    return layout.report
 
 
 def device_present(device: str, dev: str) -> bool:

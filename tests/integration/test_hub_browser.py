@@ -290,3 +290,19 @@ def test_shift_enter_while_the_notebook_is_still_getting_its_kernel(world, brows
         assert printed is None and not executes and prompt.strip() == "[ ]:", (printed, prompt, trace.sent)
     assert len(held) == 1 and len(set(trace.kernels())) == 1, (trace.sockets, len(held))
     assert not trace.failures(), "\n".join(f"{s} {m} {u}" for s, m, u in trace.failures())
+
+
+def test_the_login_link_of_a_class_sheet_slip_fills_in_the_name(world, browser):
+    """CLASS.html's slips link to /hub/login?username=NAME: the hub's login form opens with the name filled in."""
+    from conjuringd.urls import login_url
+
+    name = STUDENTS["stock"][0]
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        response = page.goto(login_url(world.base, name), timeout=WAIT_MS)
+        assert response is not None and response.status == 200
+        assert page.input_value("input[name=username]") == name
+        assert page.input_value("input[name=password]") == ""
+    finally:
+        context.close()

@@ -162,7 +162,7 @@ def test_deb_name_and_fields(deb):
     fields = dpkg_deb("-f", str(deb), "Package", "Architecture", "Depends", "Recommends")
     assert "Architecture: all" in fields
     for dep in ("python3-pyudev", "python3-dbus-next", "python3-docker", "python3-watchdog",
-                "python3-structlog", "python3-sdnotify", "python3-yaml", "docker.io | docker-ce"):
+                "python3-structlog", "python3-sdnotify", "python3-segno", "python3-yaml", "docker.io | docker-ce"):
         assert dep in fields, dep
     assert "Recommends: network-manager" in fields
 

@@ -26,6 +26,7 @@ from conjuringd.config.problems import BuildFailed, Severity
 from conjuringd.config.settings import parse_settings
 from conjuringd.hashing import restart_digest
 from conjuringd.hub.dockerfile import RUNTIME_SRC, render
+from conjuringd.reconcile.execute import PassLog
 from conjuringd.sticks.session import compose_notes
 from tests.unit.conftest import VALID_USERS, write_tree
 
@@ -349,7 +350,7 @@ async def test_the_one_line_reaches_the_report_and_the_old_hub_keeps_serving(tmp
     assert hub.container == serving
     changes = reconciler.status.get("changes")
     assert f"image build FAILED at step 3/31 (base): {line}; the previous hub keeps serving" in changes
-    facts = await reconciler._report_facts(type("PassLog", (), {"changes": changes, "build_tail": (line,)})())
+    facts = await reconciler._report_facts(PassLog(changes=changes, build_tail=(line,)))
     text = render_report(StickReport("t", "box", "/dev/sdz1", "STICK", "U", ImportOutcome("applied", "c" * 64), facts))
     assert text.count(line) == 2 and "Hub: build failed" in text  # in "What changed" and alone as the build's last line
     hub.build_image = good_build

@@ -159,17 +159,18 @@ def test_server_state(model, state):
 
 def test_classroom_status_counts_students_and_memory_headroom():
     users = [
-        {"name": "s01", "servers": {"": {"ready": True}}},
-        {"name": "s02", "servers": {"": {"ready": True}}},
+        {"name": "s01", "servers": {"": {"ready": True}}, "last_activity": "2026-12-02T09:55:00.123Z"},
+        {"name": "s02", "servers": {"": {"ready": True}}, "last_activity": "2026-12-02T09:40:00Z"},
         {"name": "s03", "servers": {"": {"pending": "spawn"}}},
         {"name": "s04", "servers": {}},
-        {"name": "teacher", "servers": {"": {"ready": True}}},
-        {"name": "conjuring-probe", "servers": {}},
+        {"name": "teacher", "servers": {"": {"ready": True}}, "last_activity": "2026-12-02T09:59:00Z"},
+        {"name": "conjuring-probe", "servers": {}, "last_activity": "2026-12-02T09:59:00Z"},
     ]
+    now = datetime(2026, 12, 2, 10, 0, tzinfo=timezone.utc)
     status = classroom_status(users, mem_used=3 * 2**30, mem_total=8 * 2**30, per_student=200 * 2**20,
-                              admins=["teacher"])
-    assert status == {
-        "students": 4, "students_active": 2, "students_starting": 1, "servers_active": 3,
+                              admins=["teacher"], now=now)
+    assert status == {  # active in the last 10 minutes: s01 only (not the teacher, not our probe user)
+        "students": 4, "students_active": 2, "students_starting": 1, "servers_active": 3, "students_recent": 1,
         "memory_used_mb": 3072, "memory_total_mb": 8192, "memory_headroom_mb": 5120, "more_students_fit": 25,
     }
 

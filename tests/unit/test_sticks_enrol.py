@@ -12,7 +12,7 @@ from conjuringd.config.settings import parse_settings
 from conjuringd.paths import Paths
 from conjuringd.sticks.enrol import (
     MAX_KEY_BYTES, Credential, EnrolError, Enrolment, EnrolledStick, judge, new_credential, parse_key,
-    read_credential, render_key, token_for, write_credential,
+    Verdict, read_credential, render_key, token_for, write_credential,
 )
 from conjuringd.sticks.admission import render_not_enrolled
 
@@ -49,7 +49,11 @@ def test_judge():
     cred = new_credential(SECRET, UUID)
     entry = enrolled(cred)
     assert judge((), None, None, UUID, "enrolled").kind == "first"
-    assert judge((entry,), SECRET, None, UUID, "any").kind == "any"
+    assert judge((entry,), SECRET, None, UUID, "any") == Verdict("any")  # admitted, but nobody: no passwords
+    assert judge((entry,), SECRET, cred, UUID, "any") == Verdict("any", stick=entry)  # enrolled: gets the sheet
+    assert judge((enrolled(cred, revoked_at="x"),), SECRET, cred, UUID, "any") == Verdict("any")
+    assert judge((entry,), SECRET, Credential(cred.id, "0" * 64), UUID, "any") == Verdict("any")
+    assert judge((), SECRET, cred, UUID, "any") == Verdict("any")  # never enrolled on first use under "any"
     assert judge((entry,), SECRET, cred, UUID, "enrolled").kind == "enrolled"
     assert judge((entry,), SECRET, cred, UUID.lower(), "enrolled").kind == "enrolled"
     refused = {
