@@ -46,7 +46,6 @@ class Redirector:
         sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_IP, socket.IP_FREEBIND, 1)  # the address may come up just after
             sock.bind((address, self.port))
         except OSError as err:
             sock.close()
