@@ -149,3 +149,24 @@ def _dnsmasq_in(pid: int) -> list[str]:
 
 def _links(ip_link: str) -> list[str]:
     return sorted(line.split(":")[1].strip().split("@")[0] for line in ip_link.splitlines() if ":" in line)
+
+
+async def test_with_the_captive_portal_off_names_do_not_resolve_and_port_80_is_closed(rig):
+    """The control: the same rig without conjuringd's drop-in and redirector (machine setting off)."""
+    stale = rig.dropins / captive.DROPIN_NAME
+    stale.write_text(captive.dropin_text("10.42.0.99"))  # left over from when it was on: must go
+    admin = rig.dropins / "admin.conf"
+    admin.write_text("address=/printer.lan/10.42.0.50\n")  # the administrator's own: stays, and works
+    box = Box(rig.holder.pid, rig.bus.address, rig.dropins, "classroom", HUB_PORT, portal=False)
+    try:
+        up = box.ready()
+        assert up["state"] == "activated" and up["http"] is None, up
+        assert not stale.exists() and admin.read_text() == "address=/printer.lan/10.42.0.50\n"
+        dhcp(rig.client, rig.workdir)
+        assert rig.client.run("getent", "ahostsv4", "printer.lan").stdout.split()[0] == "10.42.0.50"
+        for name in ("anything.test", "conjuring.local"):
+            assert rig.client.run("getent", "ahostsv4", name, check=False).returncode == 2, name  # not found
+        refused = rig.client.run("curl", "-s", "-o", "/dev/null", "--max-time", "10", f"http://{BOX}/", check=False)
+        assert refused.returncode == 7, refused  # 7: could not connect
+    finally:
+        box.stop()

@@ -2,7 +2,9 @@
 the daemon builds it (CaptiveNetwork around NetworkManagerAdapter), activates the serve connection
 and then serves port 80 until stdin closes. Prints one JSON line once it is up.
 
-    python -m tests.support.captive_box BUS_ADDRESS DROPIN_DIR SERVE HUB_PORT
+    python -m tests.support.captive_box BUS_ADDRESS DROPIN_DIR SERVE HUB_PORT [off]
+
+"off": [network] captive_portal = false.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from conjuringd.adapters.nm import NetworkManagerAdapter
 from conjuringd.config.model import NetworkSettings
 
 
-async def main(bus: str, dropins: str, serve: str, hub_port: int) -> None:
+async def main(bus: str, dropins: str, serve: str, hub_port: int, portal: bool) -> None:
     network = CaptiveNetwork(NetworkManagerAdapter(bus, activation_timeout=30), lambda: hub_port,
                              dropin=DropIn(dropins))
     await network.start(lambda reason: None)
-    spec = NetworkSettings(serve=serve)
+    spec = NetworkSettings(serve=serve, captive_portal=portal)
     await network.activate_serve(spec)
     observed = await network.observe(spec)
     print(json.dumps({"state": observed.state, "addresses": list(observed.addresses), "http": network.http.address}),
@@ -34,4 +36,4 @@ async def main(bus: str, dropins: str, serve: str, hub_port: int) -> None:
 
 if __name__ == "__main__":
     logs.configure("json", "info", stream=sys.stderr)
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:] != ["off"]))

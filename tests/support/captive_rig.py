@@ -122,11 +122,11 @@ class HubForward:
 class Box:
     """tests/support/captive_box.py in the box netns: conjuringd's CaptiveNetwork brings up `serve`."""
 
-    def __init__(self, box_pid: int, bus_address: str, dropins: Path, serve: str, hub_port: int):
+    def __init__(self, box_pid: int, bus_address: str, dropins: Path, serve: str, hub_port: int, portal: bool = True):
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
             ["nsenter", "-t", str(box_pid), "-n", sys.executable, "-m", "tests.support.captive_box",
-             bus_address, str(dropins), serve, str(hub_port)],
+             bus_address, str(dropins), serve, str(hub_port), *([] if portal else ["off"])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
 
     def ready(self) -> dict:

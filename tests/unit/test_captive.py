@@ -4,13 +4,17 @@ ownership rules, and the port-80 redirector against hostile clients (on 127.0.0.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace as _replace
 
 import pytest
 from dbus_next import Variant
 
 from conjuringd import captive
+from conjuringd.adapters.captive import CaptiveNetwork
 from conjuringd.adapters.captive_dns import DropIn
 from conjuringd.adapters.captive_http import Redirector
+from conjuringd.config.model import NetworkSettings
+from conjuringd.reconcile.model import NetworkObserved
 
 LOGIN = "http://10.42.0.1:8989/hub/login"
 
@@ -203,3 +207,85 @@ async def test_a_port_in_use_is_logged_not_raised():
     await second.ensure("127.0.0.1")  # tried again: the port is free now
     assert second.address == "127.0.0.1"
     await second.stop()
+
+
+# --- CaptiveNetwork's decisions, around a stand-in for the NetworkManager adapter -----------
+
+class FakeNM:
+    """Stand-in for NetworkManagerAdapter: one shared profile; activation gives it `given`."""
+
+    def __init__(self, configured: str | None, given: str, method: str = "shared"):
+        ipv4 = {"method": method, **({"address-data": [{"address": configured}]} if configured else {})}
+        self.settings, self.given, self.up, self.log = {"ipv4": ipv4}, given, False, []
+        self.calls = 0
+
+    async def serve_settings(self, spec):
+        return self.settings
+
+    async def observe(self, spec):
+        return NetworkObserved(spec.serve, "activated" if self.up else "inactive",
+                               addresses=(f"{self.given}/8",) if self.up else ())
+
+    async def activate_serve(self, spec):
+        if not self.up:
+            self.log.append("activate")
+        self.up = True
+
+    async def deactivate(self, conn_id):
+        self.log.append("deactivate")
+        self.up = False
+
+    async def close(self):
+        pass
+
+
+SPEC = NetworkSettings(serve="classroom")
+
+
+async def test_dropin_is_written_before_activation_and_port_80_opens_after(tmp_path):
+    nm = FakeNM("127.0.0.1", "127.0.0.1")
+    net = CaptiveNetwork(nm, lambda: 8989, dropin=DropIn(tmp_path), http_port=0)
+    original = nm.activate_serve
+
+    async def activate(spec):
+        assert (tmp_path / captive.DROPIN_NAME).read_text() == captive.dropin_text("127.0.0.1")  # before
+        await original(spec)
+
+    nm.activate_serve = activate
+    await net.activate_serve(SPEC)
+    assert nm.log == ["activate"] and net.http.address == "127.0.0.1"
+    assert (await net.observe(SPEC)).state == "activated"
+    await net.close()
+
+
+async def test_turning_it_off_while_up_restarts_the_connection_once_without_the_dropin(tmp_path):
+    nm = FakeNM("127.0.0.1", "127.0.0.1")
+    net = CaptiveNetwork(nm, lambda: 8989, dropin=DropIn(tmp_path), http_port=0)
+    await net.activate_serve(SPEC)
+    off = _replace(SPEC, captive_portal=False)
+    assert (await net.observe(off)).state == "outdated"  # dnsmasq still has the old drop-in loaded
+    await net.activate_serve(off)
+    assert nm.log == ["activate", "deactivate", "activate"]
+    assert not (tmp_path / captive.DROPIN_NAME).exists() and net.http.address is None
+    assert (await net.observe(off)).state == "activated"
+    await net.close()
+
+
+async def test_an_address_other_than_predicted_is_written_and_activated_again(tmp_path):
+    nm = FakeNM(None, "127.0.0.1")  # predicted 10.42.0.1, NetworkManager gave another
+    net = CaptiveNetwork(nm, lambda: 8989, dropin=DropIn(tmp_path), http_port=0)
+    await net.activate_serve(SPEC)
+    assert nm.log == ["activate", "deactivate", "activate"]
+    assert (tmp_path / captive.DROPIN_NAME).read_text() == captive.dropin_text("127.0.0.1")
+    assert (await net.observe(SPEC)).state == "activated" and net.http.address == "127.0.0.1"
+    await net.close()
+
+
+async def test_a_connection_not_in_shared_mode_gets_no_portal(tmp_path):
+    (tmp_path / captive.DROPIN_NAME).write_text(captive.dropin_text("10.42.0.1"))  # ours, from before
+    nm = FakeNM("127.0.0.1", "127.0.0.1", method="manual")
+    net = CaptiveNetwork(nm, lambda: 8989, dropin=DropIn(tmp_path), http_port=0)
+    await net.activate_serve(SPEC)
+    assert nm.log == ["activate"] and net.http.address is None
+    assert not (tmp_path / captive.DROPIN_NAME).exists()
+    await net.close()
