@@ -12,6 +12,7 @@ real box the hub publishes that port itself). Needs root, NetworkManager, dnsmas
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import uuid
@@ -22,6 +23,7 @@ from dbus_next import Variant
 
 from conjuringd import captive
 from tests.support.captive_rig import Box, HubForward, Netns, dhcp, require_rig_tools
+from tests.support.daemon import Daemon
 from tests.support.docker import require_docker
 from tests.support.hubworld import World, remove_hub_containers
 from tests.support.nm import NMClient, PrivateSystemBus, RealNetworkManager, require_real_nm
@@ -170,3 +172,48 @@ async def test_with_the_captive_portal_off_names_do_not_resolve_and_port_80_is_c
         assert refused.returncode == 7, refused  # 7: could not connect
     finally:
         box.stop()
+
+
+@dataclasses.dataclass
+class BoxDaemon(Daemon):
+    """The real conjuringd process, run in the box's network namespace (its files stay on the host)."""
+
+    netns_pid: int = 0
+
+    def command(self) -> list[str]:
+        return ["nsenter", "-t", str(self.netns_pid), "-n", *super().command()]
+
+
+async def test_the_daemon_serves_the_portal_and_restarts_the_hotspot_when_it_is_turned_off_and_on(rig):
+    root = rig.workdir / "daemon"
+    root.mkdir()
+    daemon = BoxDaemon(root, args=["--hub", "none", "--network", "nm", "--usb", "none",
+                                   "--dnsmasq-shared-dir", str(rig.dropins)],
+                       env={"DBUS_SYSTEM_BUS_ADDRESS": rig.bus.address}, netns_pid=rig.holder.pid)
+    daemon.config_dir.mkdir(parents=True)
+    toml = daemon.config_dir / "conjuring.toml"
+    toml.write_text('[network]\nserve = "classroom"\n')
+    probe = ("curl", "-s", "-o", "/dev/null", "--max-time", "10", "-w", "%{http_code} %{redirect_url}",
+             "http://anything.test/generate_204")
+    try:
+        daemon.start()
+        daemon.wait_event("captive_http_listening", timeout=60)
+        assert (rig.dropins / captive.DROPIN_NAME).read_text() == captive.dropin_text(BOX)
+        dhcp(rig.client, rig.workdir)
+        assert rig.client.run(*probe).stdout.split() == ["302", LOGIN]
+
+        toml.write_text('[network]\nserve = "classroom"\ncaptive_portal = false\n')
+        daemon.wait_event("captive_dropin_removed", timeout=60)
+        daemon.wait_event("action", action="activate network 'classroom'", count=2, timeout=60)
+        daemon.wait_status(lambda s: (s.get("network") or {}).get("state") == "activated", timeout=60)
+        assert rig.client.run("getent", "ahostsv4", "anything.test", check=False).returncode == 2
+        assert rig.client.run(*probe, check=False).returncode == 6  # 6: could not resolve
+        assert rig.client.run(*probe[:-1], f"http://{BOX}/generate_204", check=False).returncode == 7  # port 80 closed
+
+        toml.write_text('[network]\nserve = "classroom"\n')
+        daemon.wait_event("captive_http_listening", count=2, timeout=60)
+        assert rig.client.run("getent", "ahostsv4", "anything.test").stdout.split()[0] == BOX
+        assert rig.client.run(*probe).stdout.split() == ["302", LOGIN]
+        assert daemon.proc.poll() is None and len(daemon.events("ready")) == 1
+    finally:
+        daemon.close()
