@@ -106,8 +106,8 @@ class _LiveSettings:
         if self.reconciler is not None:
             try:
                 desired = self.reconciler.desired()
-            except ConfigError:
-                pass  # the last pass reported it; the default port is the best guess meanwhile
+            except (ConfigError, OSError, ValueError):
+                pass  # the reconcile pass reports it; the default port is the best guess meanwhile
         return desired.settings.hub.port if desired is not None else HubSettings().port
 
 

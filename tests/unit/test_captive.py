@@ -289,3 +289,11 @@ async def test_a_connection_not_in_shared_mode_gets_no_portal(tmp_path):
     assert nm.log == ["activate"] and net.http.address is None
     assert not (tmp_path / captive.DROPIN_NAME).exists()
     await net.close()
+
+
+def test_the_package_removes_only_a_dropin_with_the_daemons_marker():
+    from pathlib import Path
+
+    postrm = (Path(__file__).resolve().parents[2] / "packaging/debian/postrm").read_text()
+    assert f"{captive.DROPIN_DIR}/{captive.DROPIN_NAME}" in postrm
+    assert f"grep -q '^{captive.MARKER.split(':')[0]}:'" in postrm
