@@ -14,6 +14,8 @@ PKGS=(
   python3-pytest python3-venv python3-gi python3-dbus gir1.2-umockdev-1.0 umockdev
   # real components
   docker.io mmdebstrap udev network-manager dbus iproute2 systemd
+  dnsmasq-base  # NetworkManager's shared mode (the hotspot) runs it: the captive-portal test needs the real one
+  busybox socat curl  # the captive-portal test: udhcpc as the DHCP client, socat to reach the hub, curl as the browser
   chromium  # the real-browser test (Playwright drives Debian's build: it cannot download its own here)
   zbar-tools  # zbarimg: an independent reader of the class sheet's QR codes
   e2fsprogs dosfstools mtools fusefat fuse3 util-linux exfat-fuse exfatprogs

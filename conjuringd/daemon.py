@@ -12,9 +12,11 @@ from pathlib import Path
 
 import structlog
 
-from conjuringd import __version__, logs
+from conjuringd import __version__, captive, logs
 from conjuringd.adapters.fswatch import ConfigWatcher
 from conjuringd.config.machine import MachineSource
+from conjuringd.config.model import HubSettings
+from conjuringd.config.problems import ConfigError
 from conjuringd.control import ControlServer
 from conjuringd.notify import SystemdNotifier, ping_watchdog, watchdog_interval
 from conjuringd.paths import Paths
@@ -40,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hub", choices=("docker", "none"), default="docker")
     parser.add_argument("--network", choices=("nm", "none"), default="nm")
     parser.add_argument("--usb", choices=("udev", "none"), default="udev")
+    parser.add_argument("--dnsmasq-shared-dir", type=Path, default=Path(captive.DROPIN_DIR),
+                        help="NetworkManager's drop-in folder for the dnsmasq of shared connections (captive portal)")
     parser.add_argument("--log-format", choices=("auto", "console", "logfmt", "json"), default="auto")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--version", action="version", version=f"conjuringd {__version__}")
@@ -65,9 +69,12 @@ def build_adapters(args: argparse.Namespace, paths: Paths, reconciler_settings, 
 
         adapters.hub = DockerHub(paths)
     if args.network == "nm":
+        from conjuringd.adapters.captive import CaptiveNetwork
+        from conjuringd.adapters.captive_dns import DropIn
         from conjuringd.adapters.nm import NetworkManagerAdapter
 
-        adapters.network = NetworkManagerAdapter()
+        adapters.network = CaptiveNetwork(NetworkManagerAdapter(), reconciler_settings.hub_port,
+                                          dropin=DropIn(args.dnsmasq_shared_dir))
     if args.usb == "udev":
         from conjuringd.adapters.udev import UdevSticks
 
@@ -83,6 +90,7 @@ class _LiveSettings:
     def __init__(self, paths: Paths, machine: MachineSource):
         self.paths = paths
         self.machine = machine
+        self.reconciler = None  # set once it exists (hub_port)
 
     def usb(self):
         return self.machine.current().settings.usb
@@ -90,6 +98,17 @@ class _LiveSettings:
     def home_dir(self) -> Path:
         configured = self.machine.current().settings.hub.home_dir
         return Path(configured) if configured else self.paths.home
+
+    def hub_port(self) -> int:
+        """The hub port the captive portal redirects to: the applied configuration's (a stick may
+        set it), read when a request comes; the default before anything is applied or when broken."""
+        desired = None
+        if self.reconciler is not None:
+            try:
+                desired = self.reconciler.desired()
+            except (ConfigError, OSError, ValueError):
+                pass  # the reconcile pass reports it; the default port is the best guess meanwhile
+        return desired.settings.hub.port if desired is not None else HubSettings().port
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -108,6 +127,7 @@ async def run(args: argparse.Namespace) -> int:
     adapters = build_adapters(args, paths, live, enrolment)
     heartbeat, triggers = Heartbeat(), Triggers()
     reconciler = Reconciler(store, adapters, status, triggers, heartbeat, hub_enabled=adapters.hub is not None)
+    live.reconciler = reconciler
     reconciler.machine()  # a broken machine file is reported before anything else happens
     if args.hub == "docker":
         from conjuringd.classroom import Classroom

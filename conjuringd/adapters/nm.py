@@ -120,6 +120,13 @@ class NetworkManagerAdapter:
     def build_network(self, spec: NetworkSettings) -> "BuildNetwork":
         return BuildNetwork(self, spec)
 
+    async def serve_settings(self, spec: NetworkSettings) -> dict | None:
+        """The serve connection's settings (plain values), or the hotspot's about to be created."""
+        conn = self._serve_conn((await self._world())[0], spec) if spec.serve != "none" else None
+        if conn is None and spec.hotspot.ssid and not nms.hotspot_problems(spec.hotspot):
+            return nms.plain(self._wanted_hotspot(spec, ""))
+        return conn.settings if conn is not None else None
+
     # --- decisions ---------------------------------------------------------------
 
     @staticmethod

@@ -19,6 +19,7 @@ MACHINE_ONLY: dict[Path, str] = {
     ("usb",): "[usb] settings (the USB policy) are",
     ("hub", "home_dir"): "it names a host folder, so it is",
     ("hub", "gpus"): "it hands host devices (GPUs) to the hub, so it is",
+    ("network", "captive_portal"): "it answers for every name and port 80 on the box's hotspot, so it is",
 }
 
 FOLDER_KEYS: frozenset[Path] = frozenset(
@@ -38,7 +39,10 @@ FOLDER_KEYS: frozenset[Path] = frozenset(
         ("hub", "prewarm_until"),
         ("hub", "preload"),
         ("hub", "shm_size"),  # the container's own shared memory, like mem_limit
-        ("network",),  # NetworkManager connection names and the hotspot: the teacher's classroom network
+        # NetworkManager connection names and the hotspot: the teacher's classroom network
+        ("network", "serve"),
+        ("network", "build"),
+        ("network", "hotspot"),
     }
 )
 

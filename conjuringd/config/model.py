@@ -43,6 +43,7 @@ class NetworkSettings:
     serve: str = "Hotspot"  # connection id, or "none"
     build: str = ""  # connection id activated for builds, "" = no switching
     hotspot: HotspotSettings = HotspotSettings()
+    captive_portal: bool = True  # machine-only: on a shared serve connection, every name -> the box, port 80 -> login
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,7 @@ def test_maintainer_scripts(deb, tmp_path):
     assert "deb-systemd-invoke" in postinst  # dh_installsystemd starts/restarts the unit
     postrm = (tmp_path / "postrm").read_text()
     assert "! -name home ! -name uids.json" in postrm and "never deleted" in postrm
+    assert "dnsmasq-shared.d/conjuringd-captive-portal.conf" in postrm and "# conjuringd captive portal:" in postrm
 
 
 def test_installed_unit_verifies(deb, tmp_path):

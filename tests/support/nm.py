@@ -54,6 +54,7 @@ ip link set lo up
 ip link add veth0 type veth peer name veth1
 ip link set veth0 up
 ip link set veth1 up
+{extra}
 echo ready
 exec sleep infinity
 """
@@ -120,9 +121,10 @@ class PrivateSystemBus:
 class RealNetworkManager:
     """NetworkManager 1.42 on a private bus, in a network namespace with veth0/veth1."""
 
-    def __init__(self, bus: PrivateSystemBus, workdir: Path):
+    def __init__(self, bus: PrivateSystemBus, workdir: Path, extra_setup: str = ""):
         self.bus = bus
         self.dir = workdir
+        self.extra_setup = extra_setup  # more shell run in the namespace before NetworkManager starts
         self.holder: subprocess.Popen | None = None
         self.nm: subprocess.Popen | None = None
         self.conns = workdir / "conns"
@@ -136,7 +138,7 @@ class RealNetworkManager:
         (self.dir / "confd").mkdir(exist_ok=True)
         (self.dir / "nm.conf").write_text(NM_CONF.format(conns=self.conns, level="INFO"))
         self.holder = subprocess.Popen(
-            ["unshare", "-m", "-n", "--propagation", "private", "bash", "-c", HOLDER],
+            ["unshare", "-m", "-n", "--propagation", "private", "bash", "-c", HOLDER.format(extra=self.extra_setup)],
             stdout=subprocess.PIPE, env=self.env(),
         )
         assert self.holder.stdout is not None

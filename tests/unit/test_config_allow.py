@@ -11,7 +11,8 @@ from conjuringd.config.problems import Severity
 from conjuringd.config.settings import all_keys, parse_settings
 
 FILE = "custom/conjuring.toml"
-MACHINE_KEYS = {("hub", "home_dir"), ("hub", "gpus")} | {path for path, _ in all_keys() if path[0] == "usb"}
+MACHINE_KEYS = {("hub", "home_dir"), ("hub", "gpus"), ("network", "captive_portal")} | {
+    path for path, _ in all_keys() if path[0] == "usb"}
 
 
 @pytest.mark.parametrize("path", [path for path, _ in all_keys()], ids=lambda p: ".".join(p))
@@ -19,7 +20,7 @@ def test_every_schema_key_is_classified_exactly_once(path):
     assert len(classification(path)) == 1, classification(path)
 
 
-def test_machine_only_keys_are_the_usb_policy_host_paths_and_host_devices():
+def test_machine_only_keys_are_the_usb_policy_host_paths_host_devices_and_port_80():
     assert {path for path, _ in all_keys() if machine_only(path)} == MACHINE_KEYS
 
 
@@ -41,7 +42,7 @@ def _toml_value(value) -> str:
 @pytest.mark.parametrize("path", sorted(MACHINE_KEYS), ids=lambda p: ".".join(p))
 def test_a_folder_setting_a_machine_only_key_gets_a_warning_and_no_effect(path):
     value = {"accept": '["any"]', "max_files": "1", "max_bytes": "1", "enabled": "false", "backup": "false",
-             "trust": "\"any\"", "max_file_bytes": "1", "gpus": "\"all\""}.get(
+             "trust": "\"any\"", "max_file_bytes": "1", "gpus": "\"all\"", "captive_portal": "false"}.get(
         path[-1], _toml_value(dict(all_keys())[path]))
     text = f"[{'.'.join(path[:-1])}]\n{path[-1]} = {value}\n"
     machine_view, _ = parse_settings(text.encode(), FILE, machine=True)
