@@ -14,6 +14,7 @@ PKGS=(
   python3-pytest python3-venv python3-gi python3-dbus gir1.2-umockdev-1.0 umockdev
   # real components
   docker.io mmdebstrap udev network-manager dbus iproute2 systemd
+  avahi-daemon avahi-utils  # publishes conjuring.local; the mDNS test resolves it with avahi-resolve
   chromium  # the real-browser test (Playwright drives Debian's build: it cannot download its own here)
   e2fsprogs dosfstools mtools fusefat fuse3 util-linux exfat-fuse exfatprogs
   # packaging

@@ -38,7 +38,8 @@ FOLDER_KEYS: frozenset[Path] = frozenset(
         ("hub", "prewarm_until"),
         ("hub", "preload"),
         ("hub", "shm_size"),  # the container's own shared memory, like mem_limit
-        ("network",),  # NetworkManager connection names and the hotspot: the teacher's classroom network
+        ("network",),  # NetworkManager connection names, the hotspot and the mDNS name: the teacher's classroom
+        # network, nothing secret of the machine's (`name` only changes what <name>.local answers)
     }
 )
 

@@ -24,6 +24,7 @@ from conjuringd.hashing import config_hashes, digest
 from conjuringd.passwords import GeneratedPasswords, generated_logins
 from conjuringd.reconcile.execute import Adapters, Executor, PassLog
 from conjuringd.reconcile.model import ActivateNetwork, Desired, ImportOutcome, NetworkObserved, Observed, ReportFacts
+from conjuringd.reconcile.names import host_addresses, name_status
 from conjuringd.reconcile.plan import plan
 from conjuringd.reconcile.triggers import Backoff, Heartbeat, Triggers
 from conjuringd.status import StatusBoard
@@ -266,12 +267,17 @@ class Reconciler:
             net_observed = None
             if network is not None and desired is not None:
                 net_observed = await self._observe_network(network, desired.settings.network)
+            names = None
+            if self.adapters.names is not None:
+                local = urls.local_ipv4_addresses() if net_observed is None or net_observed.serve == "none" else ()
+                names = await asyncio.wait_for(self.adapters.names.observe(host_addresses(net_observed, local)),
+                                               OBSERVE_DEADLINE)
         except asyncio.TimeoutError as exc:
             raise TransientError("observation timed out") from exc
         finally:
             self.heartbeat.idle()
         failed = frozenset(self.store.state.read().failed_builds)
-        return Observed(hub_observed, net_observed, failed, sticks.observe() if sticks else ())
+        return Observed(hub_observed, net_observed, failed, sticks.observe() if sticks else (), names)
 
     async def _observe_network(self, network, spec) -> NetworkObserved:
         """NetworkManager being away or failing never holds up the hub; it is retried with back-off."""
@@ -336,10 +342,11 @@ class Reconciler:
         self.status.set(active_config=hashes.config, active_source=state.active_source, hub_urls=list(hub_urls),
                         users=users, admins=len(desired.config.admins), network=_network_status(observed),
                         converged=healthy, changes=passlog.changes)
+        name = self._name_status(desired, observed, hub_urls)
         if not self.hub_enabled:
             self.status.phase(f"configuration {hashes.config[:12]} active (hub not managed)")
         elif healthy:
-            where = f" at {hub_urls[0]}" if hub_urls else ""
+            where = (f" at {hub_urls[0]}" if hub_urls else "") + (f" as {name}" if name else "")
             on = f" on {observed.network.serve}" if observed.network and observed.network.state == "activated" else ""
             self.status.set(last_error=None)  # before the phase: a reader of status.json sees both or neither
             self.status.phase(f"serving {users} users{where}{on}")
@@ -350,6 +357,15 @@ class Reconciler:
             self.status.set(last_error=f"configuration {hashes.config[:12]} failed to build or start")
             self.status.phase("serving the previous hub: the new configuration failed (see last_error)")
         log.info("converged", config=hashes.config[:12], image=hashes.image[:12], healthy=healthy)
+
+    def _name_status(self, desired: Desired, observed: Observed, hub_urls: tuple[str, ...]) -> str:
+        fields = name_status(desired.settings.network.name, observed.names, hub_urls)
+        if fields.get("mdns_error") != self.status.get("mdns_error") and fields.get("mdns_error"):
+            log.warning("mdns_problem", problem=fields["mdns_error"])
+        elif fields["mdns_name"] and fields["mdns_name"] != self.status.get("mdns_name"):
+            log.info("mdns_published", name=fields["mdns_name"], addresses=list(observed.names.record.addresses))
+        self.status.set(**fields)
+        return fields["mdns_name"]
 
     async def _report_facts(self, passlog: PassLog) -> ReportFacts:
         desired = self.desired()

@@ -60,7 +60,8 @@ class Daemon:
     """A conjuringd process with its own state, config and runtime folders."""
 
     root: Path
-    args: list[str] = field(default_factory=lambda: ["--hub", "none", "--network", "none", "--usb", "none"])
+    args: list[str] = field(default_factory=lambda: ["--hub", "none", "--network", "none", "--usb", "none",
+                                                               "--mdns", "none"])
     env: dict[str, str] = field(default_factory=dict)
     default_custom: Path = REPO / "custom"
     proc: subprocess.Popen | None = None
