@@ -11,6 +11,7 @@ serving on its IP address whatever happens here.
 from __future__ import annotations
 
 import asyncio
+import os
 
 import structlog
 from dbus_next import BusType, Message, MessageType
@@ -149,7 +150,8 @@ class AvahiPublisher:
                 await self._bus_call(bus, "AddMatch", "s", [rule])
             owned = (await self._bus_call(bus, "NameHasOwner", "s", [ar.AVAHI]))[0]
         except (OSError, EOFError, asyncio.TimeoutError, DBusError, ValueError) as exc:
-            self._set("no bus", str(exc) or type(exc).__name__)
+            where = self._address or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or "the system bus"
+            self._set("no bus", f"{where}: {exc or type(exc).__name__}")
             return
         self._bus = bus
         if owned:
@@ -228,7 +230,7 @@ class AvahiPublisher:
         self._group = state
         self._detail = error if state in ("collision", "failure") else ""
         event = {"established": log.info, "registering": log.debug}.get(state, log.warning)
-        event("mdns_" + state, name=self._record.fqdn, error=error or None)
+        event("mdns_" + state, name=self._record.fqdn, error=self._detail or None)
         self._wake_up(f"mdns: {self._record.fqdn} {state}")
 
     def _wake_up(self, reason: str) -> None:

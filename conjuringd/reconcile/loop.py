@@ -344,7 +344,8 @@ class Reconciler:
                         converged=healthy, changes=passlog.changes)
         name = self._name_status(desired, observed, hub_urls)
         if not self.hub_enabled:
-            self.status.phase(f"configuration {hashes.config[:12]} active (hub not managed)")
+            self.status.phase(f"configuration {hashes.config[:12]} active (hub not managed)"
+                              + (f", box reachable as {name}" if name else ""))
         elif healthy:
             where = (f" at {hub_urls[0]}" if hub_urls else "") + (f" as {name}" if name else "")
             on = f" on {observed.network.serve}" if observed.network and observed.network.state == "activated" else ""
