@@ -185,3 +185,4 @@ def test_daemon_without_avahi_warns_once_keeps_serving_and_publishes_when_avahi_
         d.close()
         pair.stop_avahi("a")
         lonely.stop()
+
