@@ -141,7 +141,7 @@ class AvahiPublisher:
 
     async def _connect(self) -> None:
         """Connect, subscribe, then look once: avahi's presence and its server state."""
-        self._bus = None
+        self._bus, self._group_path, self._record, self._group = None, "", None, ""  # groups die with a connection
         try:
             kind = {"bus_address": self._address} if self._address else {"bus_type": BusType.SYSTEM}
             bus = await asyncio.wait_for(MessageBus(**kind).connect(), self._timeout)

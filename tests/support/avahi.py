@@ -45,12 +45,16 @@ RUN_AVAHI = ("mkdir -p /run/avahi-daemon && mount -t tmpfs avahi /run/avahi-daem
              "exec avahi-daemon -f {conf} --no-drop-root --no-chroot --no-rlimits --no-proc-title")
 
 
+TOOLS = ("avahi-daemon", "avahi-resolve", "avahi-browse", "dbus-daemon", "ip", "unshare")
+
+
 def require_avahi() -> None:
     if os.geteuid() != 0:
         unavailable("needs root for network namespaces")
-    for tool in ("avahi-daemon", "avahi-resolve", "avahi-browse", "dbus-daemon", "ip", "unshare"):
-        if shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None:
-            unavailable(f"{tool} is not installed (.ci/install-deps.sh installs avahi-daemon and avahi-utils)")
+    search = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    missing = [tool for tool in TOOLS if shutil.which(tool, path=search) is None]
+    if missing:
+        unavailable(f"not installed: {', '.join(missing)} (.ci/install-deps.sh installs avahi-daemon and avahi-utils)")
 
 
 def _ip(*args: str) -> None:
