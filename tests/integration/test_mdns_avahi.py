@@ -63,7 +63,7 @@ async def wait_group(publisher: AvahiPublisher, state: str, timeout: float = 15)
     raise AssertionError(f"entry group never {state}: {observed}")
 
 
-async def test_adapter_publishes_name_and_service_resolved_over_the_wire_then_withdraws(pair):
+async def test_adapter_publishes_name_and_service_resolved_over_the_wire_withdraws_and_frees(pair):
     wakes: list[str] = []
     publisher = AvahiPublisher(pair.bus("a"))
     await publisher.start(wakes.append)
@@ -76,6 +76,12 @@ async def test_adapter_publishes_name_and_service_resolved_over_the_wire_then_wi
         services = await asyncio.to_thread(pair.browse_http)
         ours = [s for s in services if s[3] == r"JupyterHub\032on\032conjuring"]
         assert ours and ours[0][6:9] == ["conjuring.local", BOX, "8989"], services
+        await publisher.withdraw()  # what plan() asks when no address is left
+        assert (await publisher.observe(())).record is None
+        assert await asyncio.to_thread(pair.forgotten, "conjuring.local")
+        await publisher.publish(NameRecord("conjuring", "conjuring", (BOX,), 8989))  # the same group again
+        await wait_group(publisher, "established")
+        assert await asyncio.to_thread(pair.resolve_until, "conjuring.local", BOX) == BOX
     finally:
         await publisher.close()  # frees the group: avahi sends goodbyes, the other side forgets the name
     assert await asyncio.to_thread(pair.forgotten, "conjuring.local")
