@@ -363,7 +363,7 @@ class Reconciler:
         fields = name_status(desired.settings.network.name, observed.names, hub_urls)
         if fields.get("mdns_error") != self.status.get("mdns_error") and fields.get("mdns_error"):
             log.warning("mdns_problem", problem=fields["mdns_error"])
-        elif fields["mdns_name"] and fields["mdns_name"] != self.status.get("mdns_name"):
+        if fields["mdns_name"] and fields["mdns_name"] != self.status.get("mdns_name"):
             log.info("mdns_published", name=fields["mdns_name"], addresses=list(observed.names.record.addresses))
         self.status.set(**fields)
         return fields["mdns_name"]

@@ -144,7 +144,11 @@ def test_daemon_takes_conjuring_2_on_collision_and_publishes_again_after_avahi_r
         assert pair.resolve_until("room-4-2.local", BOX) == BOX
         assert pair.resolve("room-4.local") == ADDRESSES["b"]  # the other device keeps its name
         d.wait_event("action", action=f"publish room-4-2.local -> {BOX}")
-        assert d.notify.wait_for(lambda m: m.startswith("STATUS=") and "as room-4-2.local" in m, timeout=10), d.notify.messages
+        named = [e for e in d.events("mdns_published") if e["name"] == "room-4-2.local"]
+        assert named and named[0]["addresses"] == [BOX]
+        assert any("room-4.local is taken" in e["problem"] for e in d.events("mdns_problem"))
+        named_status = d.notify.wait_for(lambda m: m.startswith("STATUS=") and "as room-4-2.local" in m, timeout=10)
+        assert named_status, d.notify.messages
         published = len(d.events("mdns_publishing"))
 
         pair.stop_avahi("a")
