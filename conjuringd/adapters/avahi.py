@@ -34,9 +34,11 @@ class AvahiGone(Exception):
 class AvahiPublisher:
     """`NamePublisher` on avahi-daemon. `bus_address` None = the system bus (DBUS_SYSTEM_BUS_ADDRESS)."""
 
-    def __init__(self, bus_address: str | None = None, *, call_timeout: float = 10.0):
+    def __init__(self, bus_address: str | None = None, *, call_timeout: float = 10.0, verdict_timeout: float = 10.0):
         self._address = bus_address
         self._timeout = call_timeout
+        self._verdict_timeout = verdict_timeout  # how long publish() waits for probing to end (about 1 s)
+        self._verdict = asyncio.Event()
         self._bus: MessageBus | None = None
         self._wake: Wake | None = None
         self._avahi = "no bus"  # see NamesObserved.avahi
@@ -65,6 +67,7 @@ class AvahiPublisher:
         async with self._lock:
             try:
                 await self._publish(record)
+                await self._await_verdict()
             except AvahiGone as gone:
                 self._lost(str(gone))
             except DBusError as refused:
@@ -114,10 +117,21 @@ class AvahiPublisher:
         if not self._group_path:
             self._group_path = (await self._call(ar.SERVER_PATH, ar.I_SERVER, "EntryGroupNew"))[0]
         self._record, self._group, self._detail = record, "registering", ""
+        self._verdict = asyncio.Event()
         for member, signature, body in ar.entry_calls(record):
             await self._call(self._group_path, ar.I_GROUP, member, signature, body)
         await self._call(self._group_path, ar.I_GROUP, "Commit")
         log.info("mdns_publishing", name=record.fqdn, addresses=list(record.addresses), port=record.port)
+
+    async def _await_verdict(self) -> None:
+        """Wait, by signal, until probing ends (established, collision, failure), so that the reconciler
+        reacts to a collision before it starts anything long; avahi busy for longer is observed later."""
+        verdict = self._verdict
+        try:
+            await asyncio.wait_for(verdict.wait(), self._verdict_timeout)
+        except asyncio.TimeoutError:
+            log.info("mdns_still_registering", name=self._record.fqdn if self._record else "",
+                     seconds=self._verdict_timeout)
 
     async def _call(self, path: str, interface: str, member: str, signature: str = "", body=None) -> list:
         bus = self._bus
@@ -186,6 +200,7 @@ class AvahiPublisher:
 
     def _lost(self, why: str) -> None:
         self._group_path, self._record, self._group = "", None, ""
+        self._verdict.set()
         if self._bus is not None and not self._bus.connected:
             self._bus = None
             self._set("no bus", why)
@@ -221,6 +236,7 @@ class AvahiPublisher:
         running = code == ar.SERVER_RUNNING
         if not running and self._record is not None:
             self._record, self._group = None, ""  # avahi re-registers its own host name: publish again after
+            self._verdict.set()
         self._set("running" if running else "starting", "", server=ar.server_state(code), **facts)
         self._wake_up(f"mdns: avahi {ar.server_state(code)}")
 
@@ -229,6 +245,8 @@ class AvahiPublisher:
             return
         self._group = state
         self._detail = error if state in ("collision", "failure") else ""
+        if state not in ("registering", "uncommitted"):
+            self._verdict.set()
         event = {"established": log.info, "registering": log.debug}.get(state, log.warning)
         event("mdns_" + state, name=self._record.fqdn, error=self._detail or None)
         self._wake_up(f"mdns: {self._record.fqdn} {state}")

@@ -159,6 +159,8 @@ class Reconciler:
         for _ in range(MAX_STEPS):
             desired = self.desired()
             observed = await self.observe(desired)
+            if desired is not None:  # before a long build: conjuringctl status names the box meanwhile
+                self._name_status(desired, observed, urls.hub_urls(observed.network, desired.settings.hub.port))
             actions = plan(desired, observed)
             if not actions:
                 self._converged(desired, observed, passlog)
@@ -269,9 +271,8 @@ class Reconciler:
                 net_observed = await self._observe_network(network, desired.settings.network)
             names = None
             if self.adapters.names is not None:
-                local = urls.local_ipv4_addresses() if net_observed is None or net_observed.serve == "none" else ()
-                names = await asyncio.wait_for(self.adapters.names.observe(host_addresses(net_observed, local)),
-                                               OBSERVE_DEADLINE)
+                wanted = host_addresses(net_observed, urls.local_ipv4_addresses)
+                names = await asyncio.wait_for(self.adapters.names.observe(wanted), OBSERVE_DEADLINE)
         except asyncio.TimeoutError as exc:
             raise TransientError("observation timed out") from exc
         finally:
@@ -342,7 +343,7 @@ class Reconciler:
         self.status.set(active_config=hashes.config, active_source=state.active_source, hub_urls=list(hub_urls),
                         users=users, admins=len(desired.config.admins), network=_network_status(observed),
                         converged=healthy, changes=passlog.changes)
-        name = self._name_status(desired, observed, hub_urls)
+        name = self.status.get("mdns_name")  # set by this pass's last observation
         if not self.hub_enabled:
             self.status.phase(f"configuration {hashes.config[:12]} active (hub not managed)"
                               + (f", box reachable as {name}" if name else ""))
@@ -359,14 +360,13 @@ class Reconciler:
             self.status.phase("serving the previous hub: the new configuration failed (see last_error)")
         log.info("converged", config=hashes.config[:12], image=hashes.image[:12], healthy=healthy)
 
-    def _name_status(self, desired: Desired, observed: Observed, hub_urls: tuple[str, ...]) -> str:
+    def _name_status(self, desired: Desired, observed: Observed, hub_urls: tuple[str, ...]) -> None:
         fields = name_status(desired.settings.network.name, observed.names, hub_urls)
         if fields.get("mdns_error") != self.status.get("mdns_error") and fields.get("mdns_error"):
             log.warning("mdns_problem", problem=fields["mdns_error"])
         if fields["mdns_name"] and fields["mdns_name"] != self.status.get("mdns_name"):
             log.info("mdns_published", name=fields["mdns_name"], addresses=list(observed.names.record.addresses))
         self.status.set(**fields)
-        return fields["mdns_name"]
 
     async def _report_facts(self, passlog: PassLog) -> ReportFacts:
         desired = self.desired()

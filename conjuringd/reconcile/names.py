@@ -9,6 +9,7 @@ withdraw; `name_status()` says in words what students can type.
 from __future__ import annotations
 
 import ipaddress
+from typing import Callable
 
 from conjuringd.reconcile.model import Action, NameRecord, NamesObserved, NetworkObserved, PublishName, WithdrawName
 
@@ -38,11 +39,11 @@ def publishable(addresses) -> tuple[str, ...]:
     return tuple(found)
 
 
-def host_addresses(network: NetworkObserved | None, local: tuple[str, ...]) -> tuple[str, ...]:
-    """The serve connection's addresses when it is up; the host's own (`local`) when networking is not
-    managed; nothing while a managed serve connection is not up (a stale address would mislead)."""
+def host_addresses(network: NetworkObserved | None, local: Callable[[], tuple[str, ...]]) -> tuple[str, ...]:
+    """The serve connection's addresses when it is up; the host's own (`local()`, asked only then) when
+    networking is not managed; nothing while a managed serve connection is not up (a stale address would mislead)."""
     if network is None or network.state == "unmanaged":
-        return publishable(local)
+        return publishable(local())
     return publishable(network.addresses) if network.state == "activated" else ()
 
 

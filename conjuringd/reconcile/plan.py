@@ -2,8 +2,8 @@
 
 Order matters and is the order of execution: sticks are imported first (they
 may change what is desired), then the serve network, then the image, the
-container, and the live syncs; the mDNS name is published once no network action is pending
-(before the hub: a long build must not keep students from typing the name); stick reports come last, once the rest has
+container, and the live syncs; the mDNS name is published once no network action is pending,
+in a round of its own (before the hub: a long build must not keep a name collision unresolved); stick reports come last, once the rest has
 converged, so they can say what the import cost.
 """
 
@@ -40,8 +40,9 @@ def plan(desired: Desired | None, observed: Observed) -> list[Action]:
     if desired is not None:
         actions += _network_actions(observed.network)
         if not actions:
-            network = desired.settings.network
-            actions += name_actions(network.name, desired.settings.hub.port, observed.names)
+            actions = name_actions(desired.settings.network.name, desired.settings.hub.port, observed.names)
+            if actions:
+                return actions  # alone: publish() waits for avahi's verdict, a collision is handled before a build
         if desired.hub_enabled and observed.hub is not None:
             actions += _hub_actions(desired, observed.hub, observed.failed_builds)
     if actions:

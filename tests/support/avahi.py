@@ -96,13 +96,14 @@ class AvahiPair:
     def start_avahi(self, side: str, bus: str | None = None) -> None:
         """Start side's avahi-daemon (on `bus` if given) and wait until it runs."""
         conf = self.dir / side / "avahi.conf"
+        seen = len(self.log(side))  # only what this start writes counts
         log = open(self.dir / side / "avahi.log", "ab")
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bus or self.bus(side)}
         argv = [*self.netns_exec(side), "unshare", "-m", "--propagation", "private", "sh", "-c",
                 RUN_AVAHI.format(conf=conf)]
         self.avahi[side] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 20
-        while "Server startup complete" not in self.log(side).split("starting up.")[-1]:
+        while "Server startup complete" not in self.log(side)[seen:]:
             if time.monotonic() > deadline or self.avahi[side].poll() is not None:
                 raise RuntimeError(f"avahi-daemon ({side}) did not start:\n{self.log(side)[-2000:]}")
             time.sleep(0.05)

@@ -53,10 +53,16 @@ def test_publishable_keeps_routable_ipv4_once_without_prefix():
 
 
 def test_host_addresses_follow_the_serve_connection():
-    assert host_addresses(None, ("192.168.1.5",)) == ("192.168.1.5",)
-    assert host_addresses(NetworkObserved("none", "unmanaged"), ("192.168.1.5",)) == ("192.168.1.5",)
-    assert host_addresses(NetworkObserved("Hotspot", "activated", ("10.42.0.1/24",)), ()) == BOX
-    assert host_addresses(NetworkObserved("Hotspot", "activating", ("10.42.0.1/24",)), ("192.168.1.5",)) == ()
+    def local():
+        return ("192.168.1.5", "127.0.0.1")
+
+    def never():
+        raise AssertionError("the host's addresses are not asked while networking is managed")
+
+    assert host_addresses(None, local) == ("192.168.1.5",)
+    assert host_addresses(NetworkObserved("none", "unmanaged"), local) == ("192.168.1.5",)
+    assert host_addresses(NetworkObserved("Hotspot", "activated", ("10.42.0.1/24",)), never) == BOX
+    assert host_addresses(NetworkObserved("Hotspot", "activating", ("10.42.0.1/24",)), never) == ()
 
 
 def test_nothing_published_yet_publishes_the_lower_cased_name():
@@ -100,9 +106,12 @@ def test_no_address_withdraws_what_is_published():
     assert name_actions("conjuring", 8989, NamesObserved("running")) == []
 
 
-def test_plan_publishes_after_the_network_and_before_the_hub():
+def test_plan_publishes_after_the_network_and_before_the_hub_in_a_round_of_its_own():
     names = Observed(**{**observed(images=frozenset()).__dict__, "names": RUNNING})
-    assert [type(a) for a in plan(DESIRED, names)] == [PublishName, BuildImage]
+    assert [type(a) for a in plan(DESIRED, names)] == [PublishName]  # a round of its own
+    published = Observed(**{**names.__dict__, "names": NamesObserved("running", record(), "established",
+                                                                     addresses=BOX)})
+    assert [type(a) for a in plan(DESIRED, published)] == [BuildImage]
     down = Observed(**{**names.__dict__, "network": NetworkObserved("Hotspot", "inactive")})
     assert [type(a) for a in plan(DESIRED, down)] == [ActivateNetwork, BuildImage]  # the name waits for the address
 
