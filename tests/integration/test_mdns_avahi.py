@@ -175,7 +175,7 @@ def test_daemon_without_avahi_warns_once_keeps_serving_and_publishes_when_avahi_
     try:
         pair.stop_avahi("a")
         d.start()
-        status = d.wait_status(lambda s: s.get("mdns_state") == "avahi absent", timeout=40)
+        status = d.wait_status(lambda s: s.get("mdns_state") == "avahi absent" and s.get("converged"), timeout=40)
         assert status["mdns_name"] == ""
         assert "install (or start) avahi-daemon to publish conjuring.local" in status["mdns_error"]
         assert f"students can use http://{BOX}:8989" in status["mdns_error"]
