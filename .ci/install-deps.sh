@@ -16,6 +16,7 @@ PKGS=(
   docker.io mmdebstrap udev network-manager dbus iproute2 systemd
   dnsmasq-base  # NetworkManager's shared mode (the hotspot) runs it: the captive-portal test needs the real one
   busybox socat curl  # the captive-portal test: udhcpc as the DHCP client, socat to reach the hub, curl as the browser
+  avahi-daemon avahi-utils  # publishes conjuring.local; the mDNS test resolves it with avahi-resolve
   chromium  # the real-browser test (Playwright drives Debian's build: it cannot download its own here)
   zbar-tools  # zbarimg: an independent reader of the class sheet's QR codes
   e2fsprogs dosfstools mtools fusefat fuse3 util-linux exfat-fuse exfatprogs

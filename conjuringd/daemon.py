@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--usb", choices=("udev", "none"), default="udev")
     parser.add_argument("--dnsmasq-shared-dir", type=Path, default=Path(captive.DROPIN_DIR),
                         help="NetworkManager's drop-in folder for the dnsmasq of shared connections (captive portal)")
+    parser.add_argument("--mdns", choices=("avahi", "none"), default="avahi",
+                        help="publish [network] name (conjuring.local) through avahi-daemon on the system bus")
     parser.add_argument("--log-format", choices=("auto", "console", "logfmt", "json"), default="auto")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--version", action="version", version=f"conjuringd {__version__}")
@@ -75,6 +77,10 @@ def build_adapters(args: argparse.Namespace, paths: Paths, reconciler_settings, 
 
         adapters.network = CaptiveNetwork(NetworkManagerAdapter(), reconciler_settings.hub_port,
                                           dropin=DropIn(args.dnsmasq_shared_dir))
+    if args.mdns == "avahi":
+        from conjuringd.adapters.avahi import AvahiPublisher
+
+        adapters.names = AvahiPublisher()
     if args.usb == "udev":
         from conjuringd.adapters.udev import UdevSticks
 
@@ -142,13 +148,13 @@ async def run(args: argparse.Namespace) -> int:
     watcher.start(reconciler.wake)  # subscribe first ...
     control = ControlServer(paths.wake_socket, reconciler, enrolment)
     await control.start()
-    for adapter in (adapters.network, adapters.sticks):
+    for adapter in (adapters.network, adapters.names, adapters.sticks):
         if adapter is not None:
             await adapter.start(reconciler.wake)
     await reconciler.startup()  # ... then look at what is already there
     reconciler.wake("startup")
     notifier.notify("READY=1")
-    log.info("ready", version=__version__, hub=args.hub, network=args.network, usb=args.usb)
+    log.info("ready", version=__version__, hub=args.hub, network=args.network, usb=args.usb, mdns=args.mdns)
     tasks = [asyncio.create_task(reconciler.run(), name="reconciler")]
     interval = watchdog_interval()
     if interval:
@@ -169,7 +175,7 @@ async def run(args: argparse.Namespace) -> int:
     await control.close()
     if reconciler.classroom is not None:
         await reconciler.classroom.close()
-    for adapter in (adapters.hub, adapters.network, adapters.sticks):
+    for adapter in (adapters.hub, adapters.network, adapters.names, adapters.sticks):
         if adapter is not None:
             await adapter.close()
     return exit_code

@@ -14,6 +14,8 @@ from conjuringd.reconcile.model import (
     Desired,
     HubObserved,
     ImportOutcome,
+    NameRecord,
+    NamesObserved,
     NetworkObserved,
     ReportFacts,
     StickObserved,
@@ -59,6 +61,23 @@ class NetworkAdapter(Protocol):
         """Subscribe to signals that should wake the reconciler (state changes, NM restarts)."""
 
     async def close(self) -> None: ...
+
+
+class NamePublisher(Protocol):
+    """Publishes the box's mDNS name; never raises: trouble is observed state (`NamesObserved`)."""
+
+    async def start(self, wake: Wake) -> None:
+        """Connect and subscribe (the publisher's own state changes, it coming and going)."""
+
+    async def observe(self, addresses: tuple[str, ...]) -> NamesObserved:
+        """What is published now; `addresses` (what should be) is passed through for plan()."""
+
+    async def publish(self, record: NameRecord) -> None: ...
+
+    async def withdraw(self) -> None: ...
+
+    async def close(self) -> None:
+        """Withdraw what is published and disconnect."""
 
 
 class BuildNetwork(Protocol):

@@ -43,6 +43,7 @@ FOLDER_KEYS: frozenset[Path] = frozenset(
         ("network", "serve"),
         ("network", "build"),
         ("network", "hotspot"),
+        ("network", "name"),  # only changes what <name>.local answers: nothing secret of the machine's
     }
 )
 

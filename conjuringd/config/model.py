@@ -42,6 +42,7 @@ class HotspotSettings:
 class NetworkSettings:
     serve: str = "Hotspot"  # connection id, or "none"
     build: str = ""  # connection id activated for builds, "" = no switching
+    name: str = "conjuring"  # published over mDNS as <name>.local (a DNS label; used lower-cased)
     hotspot: HotspotSettings = HotspotSettings()
     captive_portal: bool = True  # machine-only: on a shared serve connection, every name -> the box, port 80 -> login
 

@@ -265,6 +265,16 @@ def _ssid(value: str) -> str:
     return f"an SSID is at most 32 bytes, this one has {size}" if size > 32 else ""
 
 
+LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _label(value: str) -> str:
+    if LABEL_RE.fullmatch(value):
+        return ""
+    return (f"{_toml_repr(value)} is not a name students can type: 1 to 63 letters (a-z), digits and hyphens, "
+            "not starting or ending with a hyphen (e.g. \"conjuring\" or \"room-4\")")
+
+
 def _accept(value: tuple[str, ...]) -> str:
     bad = [v for v in value if v not in USB_ACCEPT]
     return f"unknown kind {bad[0]!r} (use {', '.join(USB_ACCEPT)})" if bad else ""
@@ -288,6 +298,7 @@ _VALUE_CHECKS: dict[Path, Any] = {
     ("hub", "shm_size"): lambda v: "" if not v or SHM_RE.fullmatch(v) else f'"{v}" is not a size like "4g" or "512m"',
     ("hub", "gpus"): lambda v: "" if v in ("", "all") or re.fullmatch(r"[1-9][0-9]{0,2}", v) else f'should be "all" or a number of GPUs like "1", not {_toml_repr(v)}',
     ("network", "serve"): lambda v: "" if v.strip() else 'should name a NetworkManager connection, or "none"',
+    ("network", "name"): _label,
     ("network", "hotspot", "ssid"): _ssid,
     ("network", "hotspot", "passphrase"): _passphrase,
     ("network", "hotspot", "band"): lambda v: "" if v in CHANNELS else f'should be "bg" (2.4 GHz) or "a" (5 GHz), not "{v}"',

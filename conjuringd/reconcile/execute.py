@@ -9,7 +9,7 @@ from typing import Awaitable, Callable
 
 import structlog
 
-from conjuringd.adapters.protocols import HubAdapter, Importer, NetworkAdapter, StickAdapter
+from conjuringd.adapters.protocols import HubAdapter, Importer, NamePublisher, NetworkAdapter, StickAdapter
 from conjuringd.config.problems import BuildFailed, HubUnhealthy, TransientError
 from conjuringd.hashing import changed_layers
 from conjuringd.reconcile.model import (
@@ -19,11 +19,13 @@ from conjuringd.reconcile.model import (
     CheckContainer,
     Desired,
     ImportStick,
+    PublishName,
     ReplaceContainer,
     ReportFacts,
     StartContainer,
     SyncFiles,
     SyncUsers,
+    WithdrawName,
     WriteStickReport,
 )
 from conjuringd.reconcile.plan import replace_key
@@ -36,6 +38,8 @@ log = structlog.get_logger(__name__)
 DEADLINES: dict[type, float] = {
     ImportStick: 900,
     ActivateNetwork: 120,
+    PublishName: 60,
+    WithdrawName: 60,
     BuildImage: 4 * 3600,
     ReplaceContainer: 900,
     CheckContainer: 900,
@@ -51,6 +55,7 @@ class Adapters:
     hub: HubAdapter | None = None
     network: NetworkAdapter | None = None
     sticks: StickAdapter | None = None
+    names: NamePublisher | None = None
 
 
 @dataclass
@@ -93,6 +98,10 @@ class Executor:
             self.phase(f"activating network {action.connection}")
             await network.activate_serve(desired.settings.network)
             passlog.changes.append(f"network {action.connection} activated")
+        elif isinstance(action, PublishName):
+            await self.adapters.names.publish(action.record)  # never raises: the outcome is observed
+        elif isinstance(action, WithdrawName):
+            await self.adapters.names.withdraw()
         elif isinstance(action, BuildImage):
             await self._build(desired, passlog)
         elif isinstance(action, ReplaceContainer):

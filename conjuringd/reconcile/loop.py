@@ -26,6 +26,7 @@ from conjuringd.hashing import config_hashes, digest
 from conjuringd.passwords import GeneratedPasswords, generated_logins
 from conjuringd.reconcile.execute import Adapters, Executor, PassLog
 from conjuringd.reconcile.model import ActivateNetwork, Desired, ImportOutcome, NetworkObserved, Observed, ReportFacts
+from conjuringd.reconcile.names import host_addresses, name_status
 from conjuringd.reconcile.plan import plan
 from conjuringd.reconcile.triggers import Backoff, Heartbeat, Triggers
 from conjuringd.sheet import class_sheet, wifi_of
@@ -161,6 +162,8 @@ class Reconciler:
         for _ in range(MAX_STEPS):
             desired = self.desired()
             observed = await self.observe(desired)
+            if desired is not None:  # before a long build: conjuringctl status names the box meanwhile
+                self._name_status(desired, observed, urls.hub_urls(observed.network, desired.settings.hub.port))
             actions = plan(desired, observed)
             if not actions:
                 self._converged(desired, observed, passlog)
@@ -269,12 +272,16 @@ class Reconciler:
             net_observed = None
             if network is not None and desired is not None:
                 net_observed = await self._observe_network(network, desired.settings.network)
+            names = None
+            if self.adapters.names is not None:
+                wanted = host_addresses(net_observed, urls.local_ipv4_addresses)
+                names = await asyncio.wait_for(self.adapters.names.observe(wanted), OBSERVE_DEADLINE)
         except asyncio.TimeoutError as exc:
             raise TransientError("observation timed out") from exc
         finally:
             self.heartbeat.idle()
         failed = frozenset(self.store.state.read().failed_builds)
-        return Observed(hub_observed, net_observed, failed, sticks.observe() if sticks else ())
+        return Observed(hub_observed, net_observed, failed, sticks.observe() if sticks else (), names)
 
     async def _observe_network(self, network, spec) -> NetworkObserved:
         """NetworkManager being away or failing never holds up the hub; it is retried with back-off."""
@@ -342,10 +349,12 @@ class Reconciler:
         self.status.set(active_config=hashes.config, active_source=state.active_source, hub_urls=list(hub_urls),
                         users=users, admins=len(desired.config.admins), network=_network_status(observed),
                         converged=healthy, changes=passlog.changes)
+        name = self.status.get("mdns_name")  # set by this pass's last observation
         if not self.hub_enabled:
-            self.status.phase(f"configuration {hashes.config[:12]} active (hub not managed)")
+            self.status.phase(f"configuration {hashes.config[:12]} active (hub not managed)"
+                              + (f", box reachable as {name}" if name else ""))
         elif healthy:
-            where = f" at {hub_urls[0]}" if hub_urls else ""
+            where = (f" at {hub_urls[0]}" if hub_urls else "") + (f" as {name}" if name else "")
             on = f" on {observed.network.serve}" if observed.network and observed.network.state == "activated" else ""
             self.status.set(last_error=None)  # before the phase: a reader of status.json sees both or neither
             self.status.phase(f"serving {users} users{where}{on}")
@@ -356,6 +365,14 @@ class Reconciler:
             self.status.set(last_error=f"configuration {hashes.config[:12]} failed to build or start")
             self.status.phase("serving the previous hub: the new configuration failed (see last_error)")
         log.info("converged", config=hashes.config[:12], image=hashes.image[:12], healthy=healthy)
+
+    def _name_status(self, desired: Desired, observed: Observed, hub_urls: tuple[str, ...]) -> None:
+        fields = name_status(desired.settings.network.name, observed.names, hub_urls)
+        if fields.get("mdns_error") != self.status.get("mdns_error") and fields.get("mdns_error"):
+            log.warning("mdns_problem", problem=fields["mdns_error"])
+        if fields["mdns_name"] and fields["mdns_name"] != self.status.get("mdns_name"):
+            log.info("mdns_published", name=fields["mdns_name"], addresses=list(observed.names.record.addresses))
+        self.status.set(**fields)
 
     async def _report_facts(self, passlog: PassLog) -> ReportFacts:
         desired = self.desired()

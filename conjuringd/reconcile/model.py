@@ -61,6 +61,32 @@ class NetworkObserved:
 
 
 @dataclass(frozen=True)
+class NameRecord:
+    """What the box publishes over mDNS: `<label>.local` -> each address, and the hub as `_http._tcp`."""
+
+    base: str  # the configured name, lower-cased ([network] name)
+    label: str  # the name in use: `base`, or `base-N` after N-1 collisions
+    addresses: tuple[str, ...]  # IPv4 addresses students reach the hub on
+    port: int  # the hub port (advertised in the service record)
+    attempt: int = 1
+
+    @property
+    def fqdn(self) -> str:
+        return f"{self.label}.local"
+
+
+@dataclass(frozen=True)
+class NamesObserved:
+    """The mDNS publisher (avahi-daemon) as last seen, and where students can reach the hub."""
+
+    avahi: str  # "running" | "starting" (avahi busy with its own host name) | "absent" | "no bus"
+    record: NameRecord | None = None  # what our entry group holds (committed), None = nothing published
+    group: str = ""  # "registering" | "established" | "collision" | "failure" | "" (no group)
+    detail: str = ""  # what avahi or the bus said when something failed
+    addresses: tuple[str, ...] = ()  # the addresses to publish (the serve connection's, else the host's)
+
+
+@dataclass(frozen=True)
 class StickObserved:
     """A candidate stick that udev reported and that has work pending."""
 
@@ -76,6 +102,7 @@ class Observed:
     network: NetworkObserved | None = None  # None when networking is not managed
     failed_builds: frozenset[str] = frozenset()  # image hashes whose build failed
     sticks: tuple[StickObserved, ...] = ()
+    names: NamesObserved | None = None  # None when no mDNS publisher is configured (--mdns none)
 
 
 # --- actions -----------------------------------------------------------------
@@ -104,6 +131,22 @@ class ActivateNetwork(Action):
 
     def describe(self) -> str:
         return f"activate network {self.connection!r}"
+
+
+@dataclass(frozen=True)
+class PublishName(Action):
+    record: NameRecord
+
+    def describe(self) -> str:
+        return f"publish {self.record.fqdn} -> {', '.join(self.record.addresses)}"
+
+
+@dataclass(frozen=True)
+class WithdrawName(Action):
+    fqdn: str
+
+    def describe(self) -> str:
+        return f"withdraw {self.fqdn}"
 
 
 @dataclass(frozen=True)

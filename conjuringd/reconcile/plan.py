@@ -2,7 +2,8 @@
 
 Order matters and is the order of execution: sticks are imported first (they
 may change what is desired), then the serve network, then the image, the
-container, and the live syncs; stick reports come last, once the rest has
+container, and the live syncs; the mDNS name is published once no network action is pending,
+in a round of its own (before the hub: a long build must not keep a name collision unresolved); stick reports come last, once the rest has
 converged, so they can say what the import cost.
 """
 
@@ -24,6 +25,7 @@ from conjuringd.reconcile.model import (
     SyncUsers,
     WriteStickReport,
 )
+from conjuringd.reconcile.names import name_actions
 
 
 def plan(desired: Desired | None, observed: Observed) -> list[Action]:
@@ -37,6 +39,10 @@ def plan(desired: Desired | None, observed: Observed) -> list[Action]:
     actions: list[Action] = []
     if desired is not None:
         actions += _network_actions(observed.network)
+        if not actions:
+            actions = name_actions(desired.settings.network.name, desired.settings.hub.port, observed.names)
+            if actions:
+                return actions  # alone: publish() waits for avahi's verdict, a collision is handled before a build
         if desired.hub_enabled and observed.hub is not None:
             actions += _hub_actions(desired, observed.hub, observed.failed_builds)
     if actions:

@@ -165,6 +165,7 @@ def test_deb_name_and_fields(deb):
                 "python3-structlog", "python3-sdnotify", "python3-segno", "python3-yaml", "docker.io | docker-ce"):
         assert dep in fields, dep
     assert "Recommends: network-manager" in fields
+    assert "avahi-daemon" in fields.split("Recommends:", 1)[1]  # publishes conjuring.local (mDNS)
 
 
 def test_deb_contents(deb):

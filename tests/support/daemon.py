@@ -79,7 +79,8 @@ class Daemon:
     def command(self) -> list[str]:
         return [sys.executable, "-m", "conjuringd.daemon", "--state-dir", str(self.state_dir),
                 "--config-dir", str(self.config_dir), "--runtime-dir", str(self.runtime_dir),
-                "--default-custom", str(self.default_custom), "--log-format", "json", *self.args]
+                "--default-custom", str(self.default_custom), "--log-format", "json", *self.args,
+                *(() if "--mdns" in self.args else ("--mdns", "none"))]  # only a test that asks publishes a name
 
     def start(self) -> float:
         env = {**os.environ, "NOTIFY_SOCKET": str(self.notify.path), **self.env}
