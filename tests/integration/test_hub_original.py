@@ -28,8 +28,13 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 NAME, PORT = "conjuring-hubtest-original", 18993
 BASE = f"http://127.0.0.1:{PORT}"
-OLD_BASE = "local/debian:bullseye"  # Python 3.9, from the Debian mirror (Docker Hub is unreachable here)
-UNKNOWN_OLD = "conjuring-test/oldbase:py39"  # the same image under a tag no table knows: only the build can tell
+OLD_BASE = "local/debian:bullseye"  # from the Debian mirror (Docker Hub is unreachable here)
+# A stand-in for ubuntu:18.04 (Python 3.6, unreachable here): bullseye whose python3 reports itself as 3.6,
+# under a tag no table knows, so only the build can tell
+UNKNOWN_OLD = "conjuring-test/python36-standin:latest"
+STANDIN = (f"FROM {OLD_BASE}\n"
+           "RUN apt-get update && apt-get install -y --no-install-recommends python3-minimal && rm -rf /var/lib/apt/lists/*\n"
+           "RUN printf 'import sys\\nsys.version_info = (3, 6, 9, \"final\", 0)\\n' > /usr/lib/python3.9/sitecustomize.py\n")
 KEY = "-----BEGIN PRIVATE KEY-----\nnot a real key, but secret\n-----END PRIVATE KEY-----\n"
 # the original's commented SSL recipe reads the key from the hub's working folder: this one insists it is there
 HUB_CONFIG = b"assert open('/srv/jupyterhub/my.key').read().startswith('-----BEGIN PRIVATE KEY-----')\n"
@@ -114,7 +119,10 @@ def _old_base() -> None:
     if not image_exists(OLD_BASE):
         ok, tail = bootstrap("bullseye", OLD_BASE)
         assert ok and image_exists(OLD_BASE), "\n".join(tail)
-    subprocess.run([DOCKER, "tag", OLD_BASE, UNKNOWN_OLD], check=True)
+    subprocess.run([DOCKER, "build", "-q", "-t", UNKNOWN_OLD, "-"], input=STANDIN, text=True, check=True, timeout=600)
+    shown = subprocess.run([DOCKER, "run", "--rm", UNKNOWN_OLD, "python3", "-c", "import sys; print(sys.version_info[:2])"],
+                           capture_output=True, text=True, check=True).stdout
+    assert shown.strip() == "(3, 6)"
 
 
 async def test_a_base_with_too_old_a_python_fails_its_first_step_with_one_line_and_the_old_hub_serves(world):
@@ -124,7 +132,7 @@ async def test_a_base_with_too_old_a_python_fails_its_first_step_with_one_line_a
     world.config = replace(good, base_dockerfile=f"FROM {UNKNOWN_OLD}\n".encode(), base_image=UNKNOWN_OLD)
     with pytest.raises(BuildFailed) as failed:
         await world.converge(allow={BuildImage})
-    line = (f"base image {UNKNOWN_OLD} has Python 3.9, but the hub needs Python 3.10 or newer: use FROM "
+    line = (f"base image {UNKNOWN_OLD} has Python 3.6, but the hub needs Python 3.9 or newer: use FROM "
             'debian:bookworm in base.Dockerfile (or [hub] base_image = "debian:bookworm")')
     print(failed.value.step)
     assert failed.value.log_tail == (line,)
