@@ -84,3 +84,42 @@ async def test_the_first_run_lab_extension_is_enabled_on_jupyterlab_45(world):
     text = listing.stdout + listing.stderr
     line = next((each for each in text.splitlines() if "@conjuring/first-run" in each), "")
     assert "enabled" in line and "OK" in line, text
+
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+
+def test_in_the_browser_the_first_shift_enter_runs_on_python_39(world):
+    """bob logs in with Chromium and runs a saved notebook's cell at once: JupyterLab 4.5 runs it through the
+    @conjuring/first-run executor (its own cell executor is disabled), so no output means the extension failed."""
+    from playwright.sync_api import sync_playwright
+
+    bob = login("bob", "bob-pw-1", BASE)
+    assert bob.wait_lab("bob", 240) == 200
+    notebook = {"cells": [{"cell_type": "code", "source": "import sys\nprint('python', '%d.%d' % sys.version_info[:2])",
+                           "metadata": {}, "outputs": [], "execution_count": None}],
+                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+                "nbformat": 4, "nbformat_minor": 5}
+    status, _, body = bob.request("PUT", "/user/bob/api/contents/version.ipynb",
+                                  {"type": "notebook", "format": "json", "content": notebook})
+    assert status in (200, 201), body[:300]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_context().new_page()
+            page.set_default_timeout(240_000)
+            page.goto(f"{BASE}/hub/login")
+            page.fill("input[name=username]", "bob")
+            page.fill("input[name=password]", "bob-pw-1")
+            page.click("#login_submit")
+            page.wait_for_url(re.compile("/user/bob/lab"))
+            page.goto(f"{BASE}/user/bob/lab/tree/version.ipynb")
+            cell = page.locator(".jp-NotebookPanel .jp-CodeCell").first
+            cell.locator(".cm-content").click()
+            page.keyboard.press("Shift+Enter")
+            cell.locator(".jp-OutputArea-output").first.wait_for()
+            assert cell.locator(".jp-OutputArea").inner_text().strip() == "python 3.9"
+        finally:
+            browser.close()
