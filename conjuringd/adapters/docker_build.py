@@ -58,6 +58,9 @@ def resolve_base(client, desired: Desired) -> str:
     settings = desired.config.settings.hub
     if not settings.bootstrap_base or not suite:
         raise BuildFailed(desired.hashes.image, "base", (f"cannot pull base image {name}: {reason}",))
+    if _exists(client, local):  # bootstrapped before: the same suite again, and the layers built on it stay valid
+        log.warning("base_image_local", image=name, tag=local, reason=f"pull failed ({reason}), using the bootstrapped image")
+        return local
     log.warning("base_image_bootstrap", image=name, tag=local, suite=suite, reason="pull failed, bootstrapping Debian locally with mmdebstrap")
     ok, tail = bootstrap(suite, local)
     if not ok or not _exists(client, local):

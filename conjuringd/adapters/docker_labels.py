@@ -24,6 +24,9 @@ BOOTSTRAP_SUITES = {
     "debian:trixie": "trixie",
     "debian:13": "trixie",
     "local/debian:trixie": "trixie",
+    "debian:bullseye": "bullseye",  # Python 3.9: the hub's older core set (conjuringd.hub.coresets)
+    "debian:11": "bullseye",
+    "local/debian:bullseye": "bullseye",
 }
 
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")

@@ -1,6 +1,7 @@
 """Base images whose Python is too old for the hub's pinned stack.
 
-The hub's core (jupyterhub, jupyterlab, notebook: see `conjuringd.hub.dockerfile.CORE_PACKAGES`)
+The hub's core (jupyterhub, jupyterlab, notebook) comes in pinned sets, the newest a base's Python runs
+(`conjuringd.hub.coresets`: Python 3.10 gets the newest, 3.9 the last releases for it); a base
 needs Python `MIN_PYTHON` or newer. A base image's `python3` is known here for the usual
 Debian and Ubuntu tags and the official python images, so `conjuringctl validate` says so before
 any build; for any other base the hub's first build step checks (`python_check_step`).
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import re
 
-MIN_PYTHON = (3, 10)  # jupyterhub 6.1, jupyterlab 4.6 and notebook 7.6 all require Python >= 3.10
+from conjuringd.hub import coresets
+
+MIN_PYTHON = coresets.MIN_PYTHON  # the oldest Python any core set runs on (3.9)
 FIX = "debian:bookworm"  # what conjuringd builds on by default
 FIX_UBUNTU = "ubuntu:22.04"
 

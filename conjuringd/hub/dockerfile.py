@@ -17,6 +17,7 @@ from pathlib import Path
 
 from conjuringd.config.bases import python_check_step
 from conjuringd.config.model import CustomConfig
+from conjuringd.hub import coresets
 from conjuringd.hub.extensions import server_extensions
 
 DEFAULT_BASE = "debian:bookworm"
@@ -27,16 +28,7 @@ CONDA_DIR = "/opt/conjuring/conda"
 IMAGE_LABEL = "org.conjuring.image"
 RUNTIME_SRC = Path(__file__).parent / "runtime"
 
-# Pinned core versions (PyPI). The proxy is Node's configurable-http-proxy from Debian (apt, no npm):
-# PyPI's Python proxy buffers every response with a 20 s timeout and 10 upstream connections, so a class
-# waiting on the spawn-pending progress streams got 503s (tests/bench/classroom.py).
-CORE_PACKAGES = (
-    "jupyterhub==6.1.1",
-    "jupyterlab==4.6.6",
-    "notebook==7.6.5",
-    "jupyterhub-idle-culler==2.0.0",
-    "pamela==1.2.0",
-)
+CORE_PACKAGES = coresets.CURRENT.packages  # the default base's core (conjuringd.hub.coresets)
 # rfc3987-syntax (pulled in by jupyter-events' jsonschema[format-nongpl]) builds a Lark grammar at import:
 # about 2 of the 3 CPU-seconds of every single-user server start. Nothing needs it (jsonschema skips the
 # iri formats without it).
@@ -182,11 +174,24 @@ def _requirements_lines(b: _Builder, config: CustomConfig) -> None:
     extensions = server_extensions(config.environment, config.requirements) if conda_default else ()
     if extensions:  # without environment.yml requirements.txt went into the hub's venv just above
         b.add("server-extensions.txt", "".join(f"{spec}\n" for spec in extensions).encode())
-        b.add("core-constraints.txt", "".join(f"{pin}\n" for pin in CORE_PACKAGES).encode())
-        b.step("COPY server-extensions.txt core-constraints.txt /opt/conjuring/")
-        # pip completes the core's dependencies on the way: what CORE_UNUSED took out comes back unless removed
-        b.step(f"RUN {VENV}/bin/pip install --no-cache-dir -c /opt/conjuring/core-constraints.txt "
+        b.step("COPY server-extensions.txt /opt/conjuring/")
+        # held to the core set the build chose; pip completes the core's dependencies on the way: what
+        # CORE_UNUSED took out comes back unless removed
+        b.step(f"RUN {VENV}/bin/pip install --no-cache-dir -c {coresets.CHOSEN} "
                f"-r /opt/conjuring/server-extensions.txt && {VENV}/bin/pip uninstall -y {' '.join(CORE_UNUSED)}")
+
+
+def _core_lines(b: _Builder) -> None:
+    """The hub's venv with the newest core set the base's python3 can run (conjuringd.hub.coresets)."""
+    for path, data in coresets.files():
+        b.add(path, data)
+    b.step("COPY core/ /opt/conjuring/core/")
+    sets = "/opt/conjuring/core/$core"
+    b.step(f"RUN {coresets.choose_command()} && cp {sets}.txt {coresets.CHOSEN} "
+           f"&& {_APT_INSTALL} python3 python3-venv procps passwd $(cat {sets}.apt) && {_APT_CLEAN}")
+    pip_first = f"{{ [ ! -s {sets}.pip ] || {VENV}/bin/pip install --no-cache-dir -r {sets}.pip; }}"
+    b.step(f"RUN {coresets.choose_command()} && python3 -m venv {VENV} && {pip_first} "
+           f"&& {VENV}/bin/pip install --no-cache-dir -r {coresets.CHOSEN} && {VENV}/bin/pip uninstall -y {' '.join(CORE_UNUSED)}")
 
 
 def _needs_micromamba(config: CustomConfig) -> bool:
@@ -214,9 +219,7 @@ def render(config: CustomConfig, image_hash: str, base: str | None = None) -> Re
     )
     b.step(f"ENV {_CA_ENV}")
     b.section("core")
-    b.step(f"RUN {_APT_INSTALL} python3 python3-venv procps passwd node-configurable-http-proxy && {_APT_CLEAN}")
-    b.step(f"RUN python3 -m venv {VENV} && {VENV}/bin/pip install --no-cache-dir {' '.join(CORE_PACKAGES)} "
-           f"&& {VENV}/bin/pip uninstall -y {' '.join(CORE_UNUSED)}")
+    _core_lines(b)
     b.step(f"ENV PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     b.section("apt")
     if config.apt_packages:

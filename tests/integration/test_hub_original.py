@@ -14,22 +14,20 @@ import subprocess
 
 import pytest
 
-from conjuringd.adapters.docker_build import bootstrap
 from conjuringd.adapters.hub_http import health
 from conjuringd.config.bases import MARKER
 from conjuringd.config.problems import BuildFailed
 from conjuringd.reconcile.model import BuildImage, ReplaceContainer
-from tests.support.docker import DOCKER, image_exists, require_docker
+from tests.support.docker import DOCKER, require_docker
 from tests.support.hubconfig import replace, tree
 from tests.support.hubworld import World, container_logs, login, remove_hub_containers, start_kernel
 from tests.support.kernel import execute
+from tests.support.oldbase import UNKNOWN_OLD, ensure_standin
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 NAME, PORT = "conjuring-hubtest-original", 18993
 BASE = f"http://127.0.0.1:{PORT}"
-OLD_BASE = "local/debian:bullseye"  # Python 3.9, from the Debian mirror (Docker Hub is unreachable here)
-UNKNOWN_OLD = "conjuring-test/oldbase:py39"  # the same image under a tag no table knows: only the build can tell
 KEY = "-----BEGIN PRIVATE KEY-----\nnot a real key, but secret\n-----END PRIVATE KEY-----\n"
 # the original's commented SSL recipe reads the key from the hub's working folder: this one insists it is there
 HUB_CONFIG = b"assert open('/srv/jupyterhub/my.key').read().startswith('-----BEGIN PRIVATE KEY-----')\n"
@@ -110,21 +108,14 @@ async def test_a_file_removed_from_srv_leaves_the_working_folder_on_restart(worl
     assert in_hub("test", "-f", "/srv/jupyterhub/jupyterhub.sqlite").returncode == 0, "the hub's own state stays"
 
 
-def _old_base() -> None:
-    if not image_exists(OLD_BASE):
-        ok, tail = bootstrap("bullseye", OLD_BASE)
-        assert ok and image_exists(OLD_BASE), "\n".join(tail)
-    subprocess.run([DOCKER, "tag", OLD_BASE, UNKNOWN_OLD], check=True)
-
-
 async def test_a_base_with_too_old_a_python_fails_its_first_step_with_one_line_and_the_old_hub_serves(world):
-    _old_base()
+    ensure_standin()  # a stand-in for ubuntu:18.04's Python 3.6 (tests/support/oldbase.py)
     before = json.loads(subprocess.run([DOCKER, "inspect", NAME], capture_output=True, text=True).stdout)[0]["Id"]
     good = world.config
     world.config = replace(good, base_dockerfile=f"FROM {UNKNOWN_OLD}\n".encode(), base_image=UNKNOWN_OLD)
     with pytest.raises(BuildFailed) as failed:
         await world.converge(allow={BuildImage})
-    line = (f"base image {UNKNOWN_OLD} has Python 3.9, but the hub needs Python 3.10 or newer: use FROM "
+    line = (f"base image {UNKNOWN_OLD} has Python 3.6, but the hub needs Python 3.9 or newer: use FROM "
             'debian:bookworm in base.Dockerfile (or [hub] base_image = "debian:bookworm")')
     print(failed.value.step)
     assert failed.value.log_tail == (line,)

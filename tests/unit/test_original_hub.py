@@ -96,7 +96,8 @@ def test_the_python_of_known_base_tags(image, python):
     assert bases.known_python(image) == python
 
 
-@pytest.mark.parametrize("image, ok", [("ubuntu:18.04", False), ("debian:bullseye", False), ("python:3.9", False),
+@pytest.mark.parametrize("image, ok", [("ubuntu:18.04", False), ("ubuntu:20.04", False), ("python:3.8", False),
+                                       ("debian:buster", False), ("debian:bullseye", True), ("python:3.9", True),
                                        ("ubuntu:22.04", True), ("debian:bookworm", True), ("debian:trixie", True),
                                        ("my/own:base", True)])
 def test_validate_refuses_a_known_too_old_base_with_one_line(make_custom, image, ok):
@@ -106,7 +107,7 @@ def test_validate_refuses_a_known_too_old_base_with_one_line(make_custom, image,
         fix = "ubuntu:22.04" if image.startswith("ubuntu") else "debian:bookworm"
         have = "%d.%d" % bases.known_python(image)
         assert [str(p) for p in problems] == [
-            f"custom/base.Dockerfile:2: error: base image {image} has Python {have}, but the hub needs Python 3.10 "
+            f"custom/base.Dockerfile:2: error: base image {image} has Python {have}, but the hub needs Python 3.9 "
             f"or newer: use FROM {fix} in base.Dockerfile (or [hub] base_image = \"{fix}\")"]
 
 
@@ -114,7 +115,7 @@ def test_the_original_main_branch_base_dockerfile_is_refused_before_any_build(ma
     config, problems = load_custom(make_custom({"base.Dockerfile": "FROM ubuntu:18.04 AS base\nENV LANG C.UTF-8\n"}))
     assert config is None
     assert [p.message for p in problems if p.severity is Severity.ERROR] == [
-        'base image ubuntu:18.04 has Python 3.6, but the hub needs Python 3.10 or newer: use FROM ubuntu:22.04 '
+        'base image ubuntu:18.04 has Python 3.6, but the hub needs Python 3.9 or newer: use FROM ubuntu:22.04 '
         'in base.Dockerfile (or [hub] base_image = "ubuntu:22.04")']
 
 
@@ -176,7 +177,7 @@ def _build(make_custom, chunks):
 
 
 def test_a_failed_base_check_is_one_line_on_the_report(make_custom):
-    line = "base image old/python:3.8 has Python 3.8, but the hub needs Python 3.10 or newer: use FROM debian:bookworm"
+    line = "base image old/python:3.8 has Python 3.8, but the hub needs Python 3.9 or newer: use FROM debian:bookworm"
     failure = _build(make_custom, [
         {"stream": "Step 1/30 : FROM old/python:3.8\n"}, {"stream": "Step 3/30 : RUN { command -v python3 ... "
                                                                     f"{bases.MARKER} base image ...\n"},
@@ -337,7 +338,7 @@ async def test_the_one_line_reaches_the_report_and_the_old_hub_keeps_serving(tmp
                             Triggers(quiet=0.01), Heartbeat(), hub_enabled=True)
     await reconciler.run_pass(("startup",))
     serving = hub.container
-    line = bases.too_old_message("my/old:base", "3.9")
+    line = bases.too_old_message("my/old:base", "3.8")
     good_build = hub.build_image
 
     async def too_old(desired, progress):

@@ -42,7 +42,7 @@ def previous(target):
 
 def copy(src, dst):
     """One file, root-only, never through a link at the destination."""
-    for parent in reversed(dst.relative_to(TARGET).parents[:-1]):
+    for parent in reversed(list(dst.relative_to(TARGET).parents)[:-1]):  # a list: slicing parents is Python 3.10+
         folder = TARGET / parent
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
             folder.unlink()
