@@ -36,7 +36,9 @@ SEED_SCRIPT = f"""#!/bin/sh
 set -eu
 home="${{HOME:-{HOME}}}"
 [ -e "$home/{SEED_MARK}" ] && exit 0
-tar -C {HOME_DEFAULT} -cf - . | tar -C "$home" -xf - --skip-old-files --no-overwrite-dir --no-same-owner
+# what is inside home_default/, not the folder itself: the home's own mode and owner stay the volume's
+find {HOME_DEFAULT} -mindepth 1 -maxdepth 1 -printf '%P\\0' | tar -C {HOME_DEFAULT} --null -T - -cf - \\
+  | tar -C "$home" -xf - --skip-old-files --no-same-owner
 [ -e "$home/shared" ] || [ -L "$home/shared" ] || ln -s /shared "$home/shared"
 touch "$home/{SEED_MARK}"
 """.encode()
