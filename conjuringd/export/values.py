@@ -51,12 +51,12 @@ class Export:
     generated: tuple[tuple[str, str], ...]  # (name, password) made by this export for "(generated)" users
 
 
-def memory_limit(box: str) -> str:
-    """[hub] mem_limit ("512m", "2G", "1.5g") as KubeSpawner reads it: K/M/G/T are powers of 1024, as
-    Docker's; a plain number is bytes."""
-    if box and box[-1].isalpha():
+def memory_limit(box: str) -> str | int:
+    """[hub] mem_limit ("512m", "2G", "1.5g", "1073741824") as KubeSpawner's ByteSpecification reads it:
+    K/M/G/T are powers of 1024, as Docker's, but upper case only; a plain number (bytes) must be a number."""
+    if box[-1:].isalpha():
         return box[:-1] + box[-1].upper()
-    return box
+    return int(float(box))
 
 
 def cull(idle_timeout: int) -> dict[str, Any]:

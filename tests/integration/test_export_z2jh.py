@@ -121,3 +121,21 @@ def test_the_generated_password_and_the_secret_carry_the_logins(cluster):
     assert HubSession(BASE).login("mallory", "alice-pw-1") == 403
     text = (outdir / "values.yaml").read_text()
     assert "alice-pw-1" not in text and password not in text and "teacher-pw-1" not in text
+
+
+def test_the_home_persists_and_is_seeded_once(cluster):
+    root, _, _, kubelet = cluster
+    alice = HubSession(BASE, timeout=60)
+    assert alice.login("alice", "alice-pw-1") == 302
+    assert alice.wait_lab("alice", 120) == 200
+    status, _, _ = alice.request("DELETE", "/user/alice/api/contents/README.md")
+    assert status == 204
+    status, _, _ = alice.request("DELETE", "/hub/api/users/alice/server")
+    assert status in (202, 204)
+    deadline = time.monotonic() + 60
+    while docker("ps", "-q", "--filter", f"name=^{PREFIX}-alice$").stdout.strip() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not docker("ps", "-q", "--filter", f"name=^{PREFIX}-alice$").stdout.strip()
+    assert alice.wait_lab("alice", 120) == 200, kubelet.errors  # a new container on the same volume
+    home = root / "homes" / "alice"
+    assert (home / "mine.txt").read_text() == "hello" and not (home / "README.md").exists()

@@ -73,6 +73,9 @@ class Kubelet(threading.Thread):
                     self.errors.append(f"{user}: {exc.cmd[:3]}... {exc.stderr}")
                     docker("rm", "-f", f"{self.prefix}-{user}", check=False)
                     (self.handoff / f"{user}.failed").write_text(exc.stderr or "failed")
+            for stop in sorted(self.handoff.glob("*.stop")):  # the pod is deleted; its volume stays
+                docker("rm", "-f", f"{self.prefix}-{stop.stem}", check=False)
+                stop.unlink()
             time.sleep(0.3)
 
     def run_server(self, user: str, spec: dict) -> str:
@@ -89,7 +92,7 @@ class Kubelet(threading.Thread):
                 "--user", f"{single['uid']}:{single['fsGid']}", "--group-add", str(single["fsGid"]),
                 "--security-opt", "no-new-privileges", "-v", f"{home}:{single['storage']['homeMountPath']}"]
         if single.get("memory", {}).get("limit"):
-            args += ["--memory", single["memory"]["limit"]]
+            args += ["--memory", str(single["memory"]["limit"])]
         if single.get("cpu", {}).get("limit"):
             args += ["--cpus", str(single["cpu"]["limit"])]
         for key, value in spec["env"].items():

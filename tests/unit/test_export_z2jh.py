@@ -132,4 +132,4 @@ def test_a_used_output_folder_is_refused(tmp_path, capsys):
 
 
 def test_memory_sizes_become_kubespawners_suffixes():
-    assert [memory_limit(v) for v in ("512m", "2G", "1.5g", "1073741824")] == ["512M", "2G", "1.5G", "1073741824"]
+    assert [memory_limit(v) for v in ("512m", "2G", "1.5g", "1073741824")] == ["512M", "2G", "1.5G", 1073741824]
