@@ -11,7 +11,7 @@ PKGS=(
   python3-pyudev python3-dbus-next python3-docker python3-watchdog
   python3-structlog python3-sdnotify python3-yaml python3-requests python3-segno
   # test runner and tools
-  python3-pytest python3-venv python3-gi python3-dbus gir1.2-umockdev-1.0 umockdev
+  python3-pytest python3-jsonschema python3-venv python3-gi python3-dbus gir1.2-umockdev-1.0 umockdev
   # real components
   docker.io mmdebstrap udev network-manager dbus iproute2 systemd
   dnsmasq-base  # NetworkManager's shared mode (the hotspot) runs it: the captive-portal test needs the real one

@@ -1,4 +1,4 @@
-"""conjuringctl: validate, plan, apply, inspect; make a users.csv (users new).
+"""conjuringctl: validate, plan, apply, inspect; make a users.csv (users new); export z2jh.
 
 Exit codes:
   0  success (validate: no errors; warnings allowed)
@@ -390,9 +390,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="also overwrite files that are newer on this box")
     p.set_defaults(func=cmd_migrate)
     from conjuringd import ctl_class, newusers
+    from conjuringd.export import z2jh
 
     newusers.register(sub)
     ctl_class.register(sub)
+    z2jh.register(sub)
     return parser
 
 

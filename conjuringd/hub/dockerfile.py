@@ -119,7 +119,7 @@ def runtime_files() -> tuple[tuple[str, bytes, int], ...]:
     return tuple(out)
 
 
-class _Builder:
+class Builder:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.files: list[tuple[str, bytes, int]] = []
@@ -137,8 +137,11 @@ class _Builder:
     def add(self, path: str, data: bytes, mode: int = 0o644) -> None:
         self.files.append((path, data, mode))
 
+    def rendered(self) -> Rendered:
+        return Rendered("\n".join(self.lines) + "\n", tuple(self.files), tuple(self.sections))
 
-def _kernel_lines(b: _Builder, name: str, kind: str, content: bytes) -> None:
+
+def _kernel_lines(b: Builder, name: str, kind: str, content: bytes) -> None:
     # the default kernel (environment.yml) replaces the core venv's "python3" spec
     spec_prefix = VENV if name == "python3" else "/usr/local"
     if kind == "venv":
@@ -161,7 +164,7 @@ def _kernel_lines(b: _Builder, name: str, kind: str, content: bytes) -> None:
         )
 
 
-def _requirements_lines(b: _Builder, config: CustomConfig) -> None:
+def _requirements_lines(b: Builder, config: CustomConfig) -> None:
     """requirements.txt into the default kernel's environment (the hub's venv, or environment.yml's conda
     environment: the original's one environment held both files); then the known server-side extensions
     of both files into the hub's venv, held to the core's pinned versions (conjuringd.hub.extensions)."""
@@ -181,14 +184,18 @@ def _requirements_lines(b: _Builder, config: CustomConfig) -> None:
                f"-r /opt/conjuring/server-extensions.txt && {VENV}/bin/pip uninstall -y {' '.join(CORE_UNUSED)}")
 
 
-def _core_lines(b: _Builder) -> None:
-    """The hub's venv with the newest core set the base's python3 can run (conjuringd.hub.coresets)."""
+def _core_lines(b: Builder, core: "Core") -> None:
+    """The venv with the newest core set the base's python3 can run (conjuringd.hub.coresets); `core` says
+    which of its packages (all, or only those named) and whether the set's own Debian packages (the proxy)."""
     for path, data in coresets.files():
         b.add(path, data)
     b.step("COPY core/ /opt/conjuring/core/")
     sets = "/opt/conjuring/core/$core"
-    b.step(f"RUN {coresets.choose_command()} && cp {sets}.txt {coresets.CHOSEN} "
-           f"&& {_APT_INSTALL} python3 python3-venv procps passwd $(cat {sets}.apt) && {_APT_CLEAN}")
+    pins = (f"cp {sets}.txt {coresets.CHOSEN}" if not core.only else
+            f"grep -E '^({'|'.join(core.only)})==' {sets}.txt > {coresets.CHOSEN}")
+    extra = f" $(cat {sets}.apt)" if core.set_apt else ""
+    b.step(f"RUN {coresets.choose_command()} && {pins} "
+           f"&& {_APT_INSTALL} {' '.join(core.apt)}{extra} && {_APT_CLEAN}")
     pip_first = f"{{ [ ! -s {sets}.pip ] || {VENV}/bin/pip install --no-cache-dir -r {sets}.pip; }}"
     b.step(f"RUN {coresets.choose_command()} && python3 -m venv {VENV} && {pip_first} "
            f"&& {VENV}/bin/pip install --no-cache-dir -r {coresets.CHOSEN} && {VENV}/bin/pip uninstall -y {' '.join(CORE_UNUSED)}")
@@ -198,9 +205,21 @@ def _needs_micromamba(config: CustomConfig) -> bool:
     return bool(config.environment.strip()) or any(k.kind == "conda" for k in config.kernels)
 
 
-def render(config: CustomConfig, image_hash: str, base: str | None = None) -> Rendered:
-    """The Dockerfile and context for `config`; `base` overrides the resolved FROM image."""
-    b = _Builder()
+@dataclass(frozen=True)
+class Core:
+    """What the core layer installs: Debian packages, then the chosen core set's pins in the venv."""
+
+    apt: tuple[str, ...] = ("python3", "python3-venv", "procps", "passwd")
+    only: tuple[str, ...] = ()  # install only these of the set's packages; () = all of them
+    set_apt: bool = True  # also the set's own Debian packages (the proxy)
+
+
+HUB_CORE = Core()
+
+
+def image_layers(b: Builder, config: CustomConfig, core: Core, base: str | None = None) -> None:
+    """The layers every image of a configuration shares, from base to requirements: the hub's image
+    (`render`) and the single-user image of an export (`conjuringd.export.image`)."""
     b.section("base")
     b.step(f"FROM {base or base_image(config)}")
     for line in base_extra_lines(config.base_dockerfile):
@@ -219,7 +238,7 @@ def render(config: CustomConfig, image_hash: str, base: str | None = None) -> Re
     )
     b.step(f"ENV {_CA_ENV}")
     b.section("core")
-    _core_lines(b)
+    _core_lines(b, core)
     b.step(f"ENV PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     b.section("apt")
     if config.apt_packages:
@@ -235,6 +254,12 @@ def render(config: CustomConfig, image_hash: str, base: str | None = None) -> Re
         _kernel_lines(b, kernel.name, kernel.kind, kernel.content)
     b.section("requirements")
     _requirements_lines(b, config)
+
+
+def render(config: CustomConfig, image_hash: str, base: str | None = None) -> Rendered:
+    """The hub's Dockerfile and context for `config`; `base` overrides the resolved FROM image."""
+    b = Builder()
+    image_layers(b, config, HUB_CORE, base)
     b.section("runtime")
     for path, data, mode in runtime_files():
         b.add(path, data, mode)
@@ -247,4 +272,4 @@ def render(config: CustomConfig, image_hash: str, base: str | None = None) -> Re
     b.step("EXPOSE 8000")
     b.step(f'ENTRYPOINT ["{RUNTIME_DIR}/entrypoint.sh"]')
     b.step(f"LABEL {IMAGE_LABEL}={image_hash}")
-    return Rendered("\n".join(b.lines) + "\n", tuple(b.files), tuple(b.sections))
+    return b.rendered()

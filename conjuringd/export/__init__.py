@@ -1,0 +1,1 @@
+"""Exports of a custom/ folder to other JupyterHub deployments (conjuringctl export)."""
