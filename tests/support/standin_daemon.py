@@ -1,0 +1,35 @@
+"""The real conjuringd process for hub tests that need the micromamba STAND-IN or their own container name.
+
+Run as `python -m tests.support.standin_daemon DAEMON-ARGS...` (tests/support/daemon.py `Daemon(module=...)`).
+Two things differ from `python -m conjuringd.daemon`, both test-only and both named here:
+- images are rendered by tests/support/condastandin.py's `standin_render`: the micromamba download step is a
+  COPY of the stand-in (conda channels are unreachable from the test machine), every other step is the product's;
+- the hub container is named $CONJURING_TEST_CONTAINER (and its -previous), so the test never touches the
+  `conjuring` container of another test or a real hub on the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from conjuringd import daemon
+from conjuringd.adapters import docker as docker_adapter
+from tests.support.condastandin import standin_render
+
+CONTAINER_ENV = "CONJURING_TEST_CONTAINER"
+
+
+class NamedHub(docker_adapter.DockerHub):
+    def __init__(self, paths, **kwargs):
+        super().__init__(paths, container_name=os.environ[CONTAINER_ENV], **kwargs)
+
+
+def main() -> None:
+    docker_adapter.render = standin_render
+    docker_adapter.DockerHub = NamedHub  # daemon.build_adapters imports it from the module when it runs
+    daemon.main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
