@@ -97,7 +97,7 @@ def require_docker() -> None:
 # labelled so nobody takes it for Docker Hub's. Debian 12 has no Ubuntu keyring package: the sources are
 # marked [trusted=yes] (test images only).
 UBUNTU_SUITES = {"ubuntu:22.04": "jammy"}
-UBUNTU_LABEL = "org.conjuring.test-base=mmdebstrap from archive.ubuntu.com (tests: no registry here)"
+UBUNTU_LABEL = "org.conjuring.test-base=mmdebstrap-from-archive.ubuntu.com"  # not Docker Hub's image
 
 
 def ubuntu_script(suite: str, tag: str) -> str:
@@ -120,7 +120,9 @@ def ensure_ubuntu_image(tag: str = "ubuntu:22.04") -> str:
     ensure_dockerd()
     if image_exists(tag):
         return tag
-    done = subprocess.run(["bash", "-c", ubuntu_script(UBUNTU_SUITES[tag], tag)], capture_output=True, text=True)
+    # its own session: mmdebstrap that fails signals its whole process group (SIGHUP), which would end pytest
+    done = subprocess.run(["bash", "-c", ubuntu_script(UBUNTU_SUITES[tag], tag)], capture_output=True, text=True,
+                          start_new_session=True)
     if done.returncode != 0 or not image_exists(tag):
         print((done.stdout + done.stderr)[-3000:])
         raise Unavailable(f"mmdebstrap did not produce {tag}")
