@@ -182,6 +182,14 @@ def session_kernel(session, user: str, path: str) -> str:
 
 def open_in_lab(browser, base: str, user: str, password: str, path: str):
     """Log in through the form and open `path` in JupyterLab; the page once its kernel is idle."""
+    page = goto_lab(browser, base, user, password, path)
+    page.locator(".jp-NotebookPanel .jp-CodeCell").first.wait_for()
+    page.locator(".jp-StatusBar-Widget", has_text=IDLE).first.wait_for()
+    return page
+
+
+def goto_lab(browser, base: str, user: str, password: str, path: str):
+    """Log in through the form, then go to `path` in JupyterLab."""
     page = browser.new_context().new_page()
     page.set_default_timeout(240_000)
     page.goto(f"{base}/hub/login")
@@ -190,8 +198,6 @@ def open_in_lab(browser, base: str, user: str, password: str, path: str):
     page.click("#login_submit")
     page.wait_for_url(re.compile(f"/user/{user}/lab"))
     page.goto(f"{base}/user/{user}/lab/tree/{path}")
-    page.locator(".jp-NotebookPanel .jp-CodeCell").first.wait_for()
-    page.locator(".jp-StatusBar-Widget", has_text=IDLE).first.wait_for()
     return page
 
 
@@ -252,3 +258,20 @@ def test_in_the_browser_a_notebook_naming_the_extra_kernel_by_its_name_opens_wit
         finally:
             browser.close()
     assert session_kernel(world.alice, "alice", "from-the-original.ipynb") == "extra"
+
+
+def test_in_the_browser_a_notebook_naming_the_file_not_the_name_gets_the_kernel_picker(world):
+    """The contrast that shows the test above could fail: "tools" (the file's name) is no kernel here, and
+    JupyterLab asks which kernel to use instead of starting one."""
+    from playwright.sync_api import sync_playwright
+
+    save_notebook(world.alice, "alice", "by-file-name.ipynb", {**ORIGINAL_SPEC, "name": "tools"}, "print(1)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = goto_lab(browser, world.base, "alice", "alice-pw-1", "by-file-name.ipynb")
+            dialog = page.locator(".jp-Dialog")
+            dialog.first.wait_for(timeout=120_000)
+            assert "kernel" in dialog.first.inner_text().lower()
+        finally:
+            browser.close()

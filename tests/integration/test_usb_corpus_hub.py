@@ -24,6 +24,7 @@ Run under `flock /tmp/conj-docker.lock flock /tmp/conj-udev.lock`.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -46,6 +47,7 @@ BASE = f"http://127.0.0.1:{PORT}"
 STICKS = REPO / "tests" / "unit" / "data" / "sticks"
 PROXY_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 BOX_USERS = "name,password,admin\nana,ana-pass-2026,\nteach,teach-pass-2026,yes\n"
+SERVING = re.compile(r"serving \d+ users? at ")  # not "serving the previous hub: the new configuration failed"
 BUILD = 1500  # seconds: a cold build of a new base with two environments on a busy 2-CPU machine
 
 
@@ -97,9 +99,14 @@ class Box:
 
     def serving(self, timeout: float = 120) -> dict:
         """status.json once the hub serves the active configuration (state.json's)."""
-        active = self.daemon.state()["active"]
+        def active() -> str | None:
+            try:
+                return self.daemon.state().get("active")
+            except (OSError, ValueError):  # not written yet: the daemon is starting
+                return None
+
         return self.daemon.wait_status(
-            lambda s: s.get("active_config") == active and str(s.get("phase", "")).startswith("serving"), timeout)
+            lambda s: s.get("active_config") == active() and SERVING.match(str(s.get("phase", ""))), timeout)
 
     def container(self) -> tuple[str, str]:
         done = subprocess.run([DOCKER, "inspect", "-f", "{{.Id}} {{.Config.Image}}", NAME], capture_output=True,
@@ -221,6 +228,7 @@ def newer_branch(box: Box, first: tuple[str, str]) -> None:
     report = box.plug("newer", timeout=BUILD)
     assert "APPLIED - this configuration is now active" in report, report
     assert "home: student homes are never taken from a stick" in report, report
+    assert "FAILED" not in report, report  # the image was built and the new hub answered
     on_stick = {rel: data for rel, data in stick_files("newer").items() if not rel.startswith("home/")}
     after = box.active()
     assert after == {**before, **on_stick}

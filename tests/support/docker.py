@@ -106,7 +106,7 @@ def ubuntu_script(suite: str, tag: str) -> str:
                         ("security.ubuntu.com", f"{suite}-security")))
     return (
         "set -o pipefail\n"
-        "mmdebstrap --variant=minbase --mode=root --format=tar "
+        "mmdebstrap --variant=minbase --include=apt --mode=root --format=tar "
         "--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' "
         "--aptopt='Acquire::Languages \"none\"' "
         "--customize-hook='rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/archives/*.deb' "
