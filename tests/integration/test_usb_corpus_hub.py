@@ -34,7 +34,7 @@ import pytest
 
 from conjuringd.adapters.hub_http import HubSession, health
 from tests.support.daemon import REPO, Daemon
-from tests.support.docker import DOCKER, ensure_ubuntu_image, require_docker
+from tests.support.docker import DOCKER, require_docker, require_ubuntu_image
 from tests.support.hubworld import remove_hub_containers
 from tests.support.standin_daemon import CONTAINER_ENV
 from tests.support.udev import ext4_read, loop_toml, loops, make_ext4_stick, rewrite_ext4_stick, udevd
@@ -158,7 +158,7 @@ def run(session: HubSession, user: str, kernel: str, code: str) -> str:
 @pytest.fixture
 def box(tmp_path, udevd, loops):
     require_docker()
-    ensure_ubuntu_image("ubuntu:22.04")
+    require_ubuntu_image("ubuntu:22.04")
     remove_hub_containers(NAME)
     (tmp_path / "box").mkdir()
     daemon = Daemon(tmp_path / "box", args=["--hub", "docker", "--network", "none", "--usb", "udev"],

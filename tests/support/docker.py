@@ -127,3 +127,15 @@ def ensure_ubuntu_image(tag: str = "ubuntu:22.04") -> str:
         print((done.stdout + done.stderr)[-3000:])
         raise Unavailable(f"mmdebstrap did not produce {tag}")
     return tag
+
+
+def require_ubuntu_image(tag: str = "ubuntu:22.04") -> str:
+    """For fixtures: ensure_ubuntu_image, else skip (fail in CI)."""
+    import pytest
+
+    try:
+        return ensure_ubuntu_image(tag)
+    except Unavailable as exc:
+        if in_ci():
+            pytest.fail(f"{tag} unavailable in CI: {exc}")
+        pytest.skip(f"{tag} unavailable: {exc}")
