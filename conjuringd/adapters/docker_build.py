@@ -72,7 +72,9 @@ def bootstrap(suite: str, tag: str) -> tuple[bool, tuple[str, ...]]:
     """mmdebstrap a minimal Debian `suite` from the apt mirror and import it as `tag`."""
     docker_bin = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else shutil.which("docker") or "docker"
     started = time.monotonic()
-    proc = subprocess.run(["bash", "-c", mmdebstrap_script(suite, tag, docker_bin)], capture_output=True, text=True)
+    # its own session: a failing mmdebstrap sends SIGHUP to its whole process group, the daemon's otherwise
+    proc = subprocess.run(["bash", "-c", mmdebstrap_script(suite, tag, docker_bin)], capture_output=True, text=True,
+                          start_new_session=True)
     tail = tuple((proc.stdout + proc.stderr).splitlines()[-20:])
     if proc.returncode != 0:
         log.error("base_image_bootstrap_failed", tag=tag, code=proc.returncode, tail=tail[-3:])

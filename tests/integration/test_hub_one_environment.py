@@ -2,7 +2,7 @@
 
 The original installed both files into conda's base environment, where its server and default kernel ran.
 Here a non-empty environment.yml makes the default kernel a conda environment of its own; this builds a real
-hub image and container from a teacher's environment.yml, environment-extra.yml and requirements.txt and
+hub image and container from a teacher's environment.yml, environment-tools.yml (`name: extra`) and requirements.txt and
 looks, as a student, at what the original gave: one notebook importing from both files, the kernels and
 their names, widgets and nbgitpuller reaching the server, and the hub's own pins not moved.
 
@@ -23,7 +23,7 @@ import subprocess
 import pytest
 
 from conjuringd.adapters import docker as docker_adapter
-from conjuringd.config.model import Kernel
+from conjuringd.config.load import load_custom
 from tests.support.condastandin import standin_render
 from tests.support.docker import DOCKER, require_docker
 from tests.support.hubconfig import replace
@@ -45,6 +45,9 @@ dependencies:
   - pip:
     - nbgitpuller
 """
+# the original named a conda environment (and so its kernel) by the file's `name:`, not by the file name:
+# notebooks made there record "extra", never "tools"
+EXTRA_FILE = "environment-tools.yml"
 EXTRA = b"name: extra\nchannels: [conda-forge]\ndependencies:\n  - toolz\n"
 REQUIREMENTS = b"# from requirements.txt only\ntomli-w\n"
 
@@ -55,7 +58,7 @@ def world(tmp_path_factory):
     remove_hub_containers(NAME)
     w = World(tmp_path_factory.mktemp("oneenv"), name=NAME, port=PORT)
     w.config = replace(w.config, environment=ENVIRONMENT, requirements=REQUIREMENTS,
-                       kernels=(Kernel(name="extra", kind="conda", file="environment-extra.yml", content=EXTRA),))
+                       kernels=named_kernels(tmp_path_factory.mktemp("teacher")))
     patch = pytest.MonkeyPatch()
     patch.setattr(docker_adapter, "render", standin_render)
     try:
@@ -67,6 +70,16 @@ def world(tmp_path_factory):
         patch.undo()
         asyncio.run(w.hub.close())
         remove_hub_containers(NAME)
+
+
+def named_kernels(folder):
+    """The extra kernels as conjuringd's loader names them from the teacher's files (not written by hand)."""
+    (folder / "users.csv").write_text("name,password,admin\nalice,alice-pw-1,\n")
+    (folder / EXTRA_FILE).write_bytes(EXTRA)
+    config, problems = load_custom(folder)
+    assert config is not None, problems
+    assert [(k.name, k.file) for k in config.kernels] == [("extra", EXTRA_FILE)]
+    return config.kernels
 
 
 def sh(*args: str) -> str:
@@ -143,6 +156,63 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 WIDGET_CELL = "import tabulate, tomli_w, ipywidgets\nprint(tabulate.__name__, tomli_w.__name__)\nipywidgets.IntSlider(value=7)"
+# what the original's notebooks recorded: the environment's name, and ipykernel's display name for every kernel
+ORIGINAL_SPEC = {"name": "extra", "display_name": "Python 3 (ipykernel)", "language": "python"}
+IDLE = re.compile(r"\|\s*Idle")
+
+
+def save_notebook(session, user: str, path: str, kernelspec: dict, source: str) -> None:
+    """A one-cell notebook with `kernelspec` in its metadata, saved in `user`'s home."""
+    notebook = {"cells": [{"cell_type": "code", "source": source, "metadata": {}, "outputs": [],
+                           "execution_count": None}],
+                "metadata": {"kernelspec": kernelspec}, "nbformat": 4, "nbformat_minor": 5}
+    status, _, body = session.request("PUT", f"/user/{user}/api/contents/{path}",
+                                      {"type": "notebook", "format": "json", "content": notebook})
+    assert status in (200, 201), body[:300]
+
+
+def session_kernel(session, user: str, path: str) -> str:
+    """The kernel name of the session JupyterLab opened for `path`."""
+    status, _, body = session.request("GET", f"/user/{user}/api/sessions")
+    assert status == 200, body[:300]
+    names = [s["kernel"]["name"] for s in json.loads(body) if s["path"] == path and s.get("kernel")]
+    assert len(names) == 1, body[:600]
+    return names[0]
+
+
+def open_in_lab(browser, base: str, user: str, password: str, path: str):
+    """Log in through the form and open `path` in JupyterLab; the page once its kernel is idle."""
+    page = goto_lab(browser, base, user, password, path)
+    page.locator(".jp-NotebookPanel .jp-CodeCell").first.wait_for()
+    page.locator(".jp-StatusBar-Widget", has_text=IDLE).first.wait_for()
+    return page
+
+
+def goto_lab(browser, base: str, user: str, password: str, path: str):
+    """Log in through the form, then go to `path` in JupyterLab."""
+    page = browser.new_context().new_page()
+    page.set_default_timeout(240_000)
+    page.goto(f"{base}/hub/login")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("#login_submit")
+    page.wait_for_url(re.compile(f"/user/{user}/lab"))
+    page.goto(f"{base}/user/{user}/lab/tree/{path}")
+    return page
+
+
+def run_first_cell(page):
+    """Shift+Enter in the first cell, as a student does; the cell's locator once it shows output."""
+    cell = page.locator(".jp-NotebookPanel .jp-CodeCell").first
+    cell.locator(".cm-content").click()
+    page.keyboard.press("Shift+Enter")
+    cell.locator(".jp-OutputArea-output").first.wait_for()
+    return cell
+
+
+def kernel_shown(page) -> str:
+    """The kernel name on the notebook's toolbar (JupyterLab's kernel name button)."""
+    return page.locator(".jp-NotebookPanel-toolbar .jp-KernelName").first.inner_text().strip()
 
 
 def test_in_the_browser_one_notebook_imports_both_files_and_shows_a_widget(world):
@@ -151,34 +221,57 @@ def test_in_the_browser_one_notebook_imports_both_files_and_shows_a_widget(world
 
     bob = login("bob", "bob-pw-1", world.base)
     assert bob.wait_lab("bob", 240) == 200
-    notebook = {"cells": [{"cell_type": "code", "source": WIDGET_CELL, "metadata": {}, "outputs": [],
-                           "execution_count": None}],
-                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-                "nbformat": 4, "nbformat_minor": 5}
-    status, _, body = bob.request("PUT", "/user/bob/api/contents/widget.ipynb",
-                                  {"type": "notebook", "format": "json", "content": notebook})
-    assert status in (200, 201), body[:300]
+    save_notebook(bob, "bob", "widget.ipynb", {"name": "python3", "display_name": "Python 3", "language": "python"},
+                  WIDGET_CELL)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
-            page = browser.new_context().new_page()
-            page.set_default_timeout(240_000)
-            page.goto(f"{world.base}/hub/login")
-            page.fill("input[name=username]", "bob")
-            page.fill("input[name=password]", "bob-pw-1")
-            page.click("#login_submit")
-            page.wait_for_url(re.compile("/user/bob/lab"))
-            page.goto(f"{world.base}/user/bob/lab/tree/widget.ipynb")
-            cell = page.locator(".jp-NotebookPanel .jp-CodeCell").first
-            cell.locator(".cm-content").click()
-            page.keyboard.press("Shift+Enter")
-            cell.locator(".jp-OutputArea-output").first.wait_for()
+            page = open_in_lab(browser, world.base, "bob", "bob-pw-1", "widget.ipynb")
+            cell = run_first_cell(page)
             text = cell.locator(".jp-OutputArea").inner_text()
             assert "tabulate tomli_w" in text, text  # both files' packages, one cell, the default kernel
             # ipywidgets' lab half is in the server: the slider is drawn, not its text fallback
             cell.locator(".widget-slider").first.wait_for(timeout=60_000)
             assert "IntSlider(value=7)" not in cell.locator(".jp-OutputArea").inner_text()
-            status = page.locator(".jp-NotebookPanel-toolbar .jp-KernelName").first.inner_text()
-            print("kernel shown in the toolbar:", status)
+            assert kernel_shown(page) == "Python (python3)"
+        finally:
+            browser.close()
+    assert session_kernel(bob, "bob", "widget.ipynb") == "python3"
+
+
+def test_in_the_browser_a_notebook_naming_the_extra_kernel_by_its_name_opens_with_it(world):
+    """A notebook from the original's box records the environment's `name:` ("extra", from
+    environment-tools.yml): JupyterLab opens it with that kernel, no kernel picker, and its cell runs there."""
+    from playwright.sync_api import sync_playwright
+
+    save_notebook(world.alice, "alice", "from-the-original.ipynb", ORIGINAL_SPEC,
+                  "import sys, toolz\nprint(sys.prefix)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = open_in_lab(browser, world.base, "alice", "alice-pw-1", "from-the-original.ipynb")
+            assert kernel_shown(page) == "Python (extra)"
+            assert page.locator(".jp-Dialog").count() == 0, page.locator(".jp-Dialog").first.inner_text()
+            assert page.locator(".jp-StatusBar-Widget", has_text="No Kernel").count() == 0
+            cell = run_first_cell(page)
+            assert cell.locator(".jp-OutputArea").inner_text().strip() == f"{CONDA}/extra"
+        finally:
+            browser.close()
+    assert session_kernel(world.alice, "alice", "from-the-original.ipynb") == "extra"
+
+
+def test_in_the_browser_a_notebook_naming_the_file_not_the_name_gets_the_kernel_picker(world):
+    """The contrast that shows the test above could fail: "tools" (the file's name) is no kernel here, and
+    JupyterLab asks which kernel to use instead of starting one."""
+    from playwright.sync_api import sync_playwright
+
+    save_notebook(world.alice, "alice", "by-file-name.ipynb", {**ORIGINAL_SPEC, "name": "tools"}, "print(1)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = goto_lab(browser, world.base, "alice", "alice-pw-1", "by-file-name.ipynb")
+            dialog = page.locator(".jp-Dialog")
+            dialog.first.wait_for(timeout=120_000)
+            assert "kernel" in dialog.first.inner_text().lower()
         finally:
             browser.close()

@@ -51,6 +51,16 @@ def test_the_daemon_only_libraries_are_not_in_that_venv(laptop):
         assert f"\n{dist}==" not in "\n" + listed, dist
 
 
+def test_the_daemon_command_there_says_in_one_line_what_to_install(laptop):
+    done = run([laptop / "conjuringd", "--hub", "none"])
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "pip install 'conjuringd[daemon]'" in lines[0], lines[0]
+    assert "missing here: pyudev, dbus-next, docker, watchdog, sdnotify;" in lines[0], lines[0]
+
+
 def test_validate_a_good_folder_exits_zero(laptop):
     done = run([laptop / "conjuringctl", "validate", DATA / "original" / "custom"])
     assert done.returncode == 0, done.stdout + done.stderr

@@ -63,6 +63,7 @@ class Daemon:
     args: list[str] = field(default_factory=lambda: ["--hub", "none", "--network", "none", "--usb", "none"])
     env: dict[str, str] = field(default_factory=dict)
     default_custom: Path = REPO / "custom"
+    module: str = "conjuringd.daemon"  # or tests.support.standin_daemon (the micromamba stand-in, a named container)
     proc: subprocess.Popen | None = None
 
     def __post_init__(self) -> None:
@@ -77,7 +78,7 @@ class Daemon:
         return self.config_dir / "custom"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "conjuringd.daemon", "--state-dir", str(self.state_dir),
+        return [sys.executable, "-m", self.module, "--state-dir", str(self.state_dir),
                 "--config-dir", str(self.config_dir), "--runtime-dir", str(self.runtime_dir),
                 "--default-custom", str(self.default_custom), "--log-format", "json", *self.args,
                 *(() if "--mdns" in self.args else ("--mdns", "none"))]  # only a test that asks publishes a name

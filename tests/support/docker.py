@@ -90,3 +90,52 @@ def require_docker() -> None:
         if in_ci():
             pytest.fail(f"docker unavailable in CI: {exc}")
         pytest.skip(f"docker unavailable: {exc}")
+
+
+# Docker Hub is unreachable here; Ubuntu's own archive is not. A base named `ubuntu:<release>` is made the way
+# the Debian base is, with mmdebstrap, from archive.ubuntu.com (main + universe), and imported under that tag,
+# labelled so nobody takes it for Docker Hub's. Debian 12 has no Ubuntu keyring package: the sources are
+# marked [trusted=yes] (test images only).
+UBUNTU_SUITES = {"ubuntu:22.04": "jammy"}
+UBUNTU_LABEL = "org.conjuring.test-base=mmdebstrap-from-archive.ubuntu.com"  # not Docker Hub's image
+
+
+def ubuntu_script(suite: str, tag: str) -> str:
+    sources = " ".join(f"'deb [trusted=yes] http://{host}/ubuntu {dist} main universe'" for host, dist in
+                       (("archive.ubuntu.com", suite), ("archive.ubuntu.com", f"{suite}-updates"),
+                        ("security.ubuntu.com", f"{suite}-security")))
+    return (
+        "set -o pipefail\n"
+        "mmdebstrap --variant=minbase --include=apt --mode=root --format=tar "
+        "--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' "
+        "--aptopt='Acquire::Languages \"none\"' "
+        "--customize-hook='rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/archives/*.deb' "
+        f"{suite} - {sources} "
+        f"| {DOCKER} import --change 'ENV LANG=C.UTF-8' --change 'LABEL {UBUNTU_LABEL}' - {tag}\n"
+    )
+
+
+def ensure_ubuntu_image(tag: str = "ubuntu:22.04") -> str:
+    """`tag` present (pulled earlier, or bootstrapped here once: about 40 s), else Unavailable."""
+    ensure_dockerd()
+    if image_exists(tag):
+        return tag
+    # its own session: mmdebstrap that fails signals its whole process group (SIGHUP), which would end pytest
+    done = subprocess.run(["bash", "-c", ubuntu_script(UBUNTU_SUITES[tag], tag)], capture_output=True, text=True,
+                          start_new_session=True)
+    if done.returncode != 0 or not image_exists(tag):
+        print((done.stdout + done.stderr)[-3000:])
+        raise Unavailable(f"mmdebstrap did not produce {tag}")
+    return tag
+
+
+def require_ubuntu_image(tag: str = "ubuntu:22.04") -> str:
+    """For fixtures: ensure_ubuntu_image, else skip (fail in CI)."""
+    import pytest
+
+    try:
+        return ensure_ubuntu_image(tag)
+    except Unavailable as exc:
+        if in_ci():
+            pytest.fail(f"{tag} unavailable in CI: {exc}")
+        pytest.skip(f"{tag} unavailable: {exc}")
