@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from conjuringd.adapters.hub_http import HubSession, health
+from conjuringd.config.bases import too_old_message
 from tests.support.daemon import REPO, Daemon
 from tests.support.docker import DOCKER, require_docker, require_ubuntu_image
 from tests.support.hubworld import remove_hub_containers
@@ -190,8 +191,8 @@ def refused_main_branch(box: Box) -> None:
     before, container = box.active(), box.container()
     report = box.plug("main")
     assert "INVALID - not applied, the previous configuration keeps running" in report, report
-    assert ("base image ubuntu:18.04 has Python 3.6, but the hub needs Python 3.10 or newer: use FROM ubuntu:22.04"
-            in report), report
+    assert too_old_message("ubuntu:18.04", "3.6") in report, report
+    assert "but the hub needs Python 3.9 or newer: use FROM ubuntu:22.04" in report, report
     assert box.active() == before and box.container() == container
     box.serving(timeout=10)
     hub_login("ana", "ana-pass-2026")
