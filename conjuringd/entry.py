@@ -11,7 +11,7 @@ import sys
 
 # import name -> distribution name, as listed in pyproject.toml's [daemon] extra
 DAEMON_LIBRARIES = {"pyudev": "pyudev", "dbus_next": "dbus-next", "docker": "docker", "watchdog": "watchdog",
-                    "sdnotify": "sdnotify"}
+                    "sdnotify": "sdnotify", "segno": "segno"}
 
 
 def missing_libraries() -> list[str]:
