@@ -94,7 +94,8 @@ def test_collect_refuses_a_linked_folder_and_reports_limits(tmp_path):
     make_homes(home)
     os.rename(home / "bob" / "homework", home / "bob" / "old")
     (home / "bob" / "homework").symlink_to(home / "alice" / "homework")
-    (home / "carol" / "homework" / "big.bin").write_bytes(b"x" * 20000)
+    for i in range(4):
+        (home / "carol" / "homework" / f"part{i}.bin").write_bytes(b"x" * 4000)
     (home / "dave").mkdir()
     os.chown(home / "dave", 2104, 2104)
     result = collect_homes(home, "homework", dest, CopyLimits(max_bytes=16384))
