@@ -388,9 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home-dir", default=None)
     p.add_argument("--force", action="store_true", help="also overwrite files that are newer on this box")
     p.set_defaults(func=cmd_migrate)
-    from conjuringd import newusers
+    from conjuringd import coursework_ctl, newusers
 
     newusers.register(sub)
+    coursework_ctl.register(sub)
     return parser
 
 
