@@ -28,7 +28,7 @@ from conjuringd.config.problems import ConjuringError
 from conjuringd.fatnames import FatTree
 from conjuringd.sticks.copy import CopyLimits, TreeTooLarge, printable, scan_tree
 from conjuringd.sticks.report import write_atomic
-from conjuringd.sticks.safewrite import create_temp, open_below, read_regular
+from conjuringd.sticks.safewrite import create_temp, open_below, open_dir, read_regular
 
 log = structlog.get_logger(__name__)
 
@@ -164,13 +164,18 @@ def folder_in(dir_fd: int, folder: str) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def open_home_folder(home_dir: Path, student: str, folder: str) -> tuple[int, str] | str:
-    """(descriptor, actual name) of ~student/<folder>, opened without following links; else why not."""
+def open_home(home_dir: Path, student: str) -> int:
+    """A descriptor of the home `student` below `home_dir`, never through a link."""
     home_fd = os.open(home_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        sub = os.open(student, _DIR, dir_fd=home_fd)
+        return os.open(student, _DIR, dir_fd=home_fd)
     finally:
         os.close(home_fd)
+
+
+def open_home_folder(home_dir: Path, student: str, folder: str) -> tuple[int, str] | str:
+    """(descriptor, actual name) of ~student/<folder>, opened without following links; else why not."""
+    sub = open_home(home_dir, student)
     try:
         name = folder_in(sub, folder)
         if name is None:
@@ -186,24 +191,6 @@ def open_home_folder(home_dir: Path, student: str, folder: str) -> tuple[int, st
         os.close(sub)
 
 
-def stick_dir(dest_fd: int, parts: tuple[str, ...]) -> int:
-    """A descriptor of dest/parts..., creating folders (0755), never following a link."""
-    fd = os.dup(dest_fd)
-    try:
-        for part in parts:
-            try:
-                os.mkdir(part, 0o755, dir_fd=fd)
-            except FileExistsError:
-                pass
-            sub = os.open(part, _DIR, dir_fd=fd)
-            os.close(fd)
-            fd = sub
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
 def _hash(handle) -> str:
     h = hashlib.sha256()
     while chunk := handle.read(CHUNK):
@@ -211,9 +198,9 @@ def _hash(handle) -> str:
     return h.hexdigest()
 
 
-def _write(dest_fd: int, stored: tuple[str, ...], handle, mtime_ns: int) -> tuple[str, int]:
+def _write(dest: Path, stored: tuple[str, ...], handle, mtime_ns: int) -> tuple[str, int]:
     """Write `handle` from its start as dest/stored (temp file, fsync, rename); (sha256, bytes)."""
-    dir_fd = stick_dir(dest_fd, stored[:-1])
+    dir_fd = open_dir(dest, stored[:-1], mode=0o755)
     try:
         fd, tmp = create_temp(dir_fd, stored[-1], 0o644)
         h, total = hashlib.sha256(), 0
@@ -239,10 +226,10 @@ def _write(dest_fd: int, stored: tuple[str, ...], handle, mtime_ns: int) -> tupl
         os.close(dir_fd)
 
 
-def _on_stick(dest_fd: int, stored: tuple[str, ...], size: int) -> bool:
+def _on_stick(dest: Path, stored: tuple[str, ...], size: int) -> bool:
     """A regular file of that size is at dest/stored."""
     try:
-        dir_fd = stick_dir(dest_fd, stored[:-1]) if stored[:-1] else os.dup(dest_fd)
+        dir_fd = open_dir(dest, stored[:-1], create=False)
     except OSError:
         return False
     try:
@@ -258,7 +245,7 @@ def _on_stick(dest_fd: int, stored: tuple[str, ...], size: int) -> bool:
 class _Run:
     home_dir: Path
     folder: str
-    dest_fd: int
+    dest: Path
     limits: CopyLimits
     previous: dict[tuple[str, str], Row]
     names: FatTree = field(default_factory=FatTree)
@@ -276,8 +263,8 @@ def _scan(run: _Run, student: str):
         os.close(fd)
 
 
-def _free(dest_fd: int) -> int:
-    st = os.fstatvfs(dest_fd)
+def _free(dest: Path) -> int:
+    st = os.statvfs(dest)
     return st.f_bavail * st.f_frsize
 
 
@@ -305,13 +292,13 @@ def collect_student(run: _Run, student: str) -> StudentCollect:
             sha = _hash(handle)
             before = run.previous.get((student, name))
             if before and before.sha256 == sha and before.size == st.st_size and before.stored() == "/".join(stored) \
-                    and _on_stick(run.dest_fd, stored, st.st_size):
+                    and _on_stick(run.dest, stored, st.st_size):
                 unchanged += 1
             else:
-                if st.st_size + 65536 > _free(run.dest_fd):
+                if st.st_size + 65536 > _free(run.dest):
                     return StudentCollect(student, "not-written", f"the destination is full at {name} "
-                                          f"({st.st_size} bytes, {_free(run.dest_fd)} free)", written, unchanged, nbytes, notes)
-                sha, size = _write(run.dest_fd, stored, handle, st.st_mtime_ns)
+                                          f"({st.st_size} bytes, {_free(run.dest)} free)", written, unchanged, nbytes, notes)
+                sha, size = _write(run.dest, stored, handle, st.st_mtime_ns)
                 written, nbytes = written + 1, nbytes + size
         plain = f"{student}/{name}"
         run.rows.append(Row(student, name, st.st_size, st.st_mtime_ns, sha, "" if "/".join(stored) == plain else "/".join(stored)))
@@ -324,21 +311,17 @@ def collect_homes(home_dir: Path, folder: str, dest: Path, limits: CopyLimits) -
     check_folder_name(folder)
     dest.mkdir(parents=True, exist_ok=True)
     previous = read_previous(dest)
-    dest_fd = os.open(dest, _DIR)
-    try:
-        run = _Run(home_dir, folder, dest_fd, limits, previous)
-        results = []
-        for student in student_homes(home_dir):
-            try:
-                result = collect_student(run, student)
-            except OSError as exc:
-                if exc.errno not in HOME_ERRORS:
-                    raise  # the destination (a stick pulled?): the caller's
-                result = StudentCollect(student, "not-written", f"{exc.strerror or exc} ({printable((str(exc.filename),))})")
-            log.info("collect_student", folder=folder, student=student, state=result.state, written=result.written,
-                     unchanged=result.unchanged, message=result.message)
-            results.append(result)
-    finally:
-        os.close(dest_fd)
+    run = _Run(home_dir, folder, dest, limits, previous)
+    results = []
+    for student in student_homes(home_dir):
+        try:
+            result = collect_student(run, student)
+        except OSError as exc:
+            if exc.errno not in HOME_ERRORS:
+                raise  # the destination (a stick pulled?): the caller's
+            result = StudentCollect(student, "not-written", f"{exc.strerror or exc} ({printable((str(exc.filename),))})")
+        log.info("collect_student", folder=folder, student=student, state=result.state, written=result.written,
+                 unchanged=result.unchanged, message=result.message)
+        results.append(result)
     write_atomic(dest / MANIFEST_CSV, render_manifest(run.rows))
     return CollectResult(folder, tuple(results), tuple(sorted(run.rows, key=lambda r: (r.student, r.file))))

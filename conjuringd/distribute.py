@@ -24,7 +24,8 @@ from typing import Mapping
 
 import structlog
 
-from conjuringd.collect import check_folder_name, student_homes
+from conjuringd.collect import check_folder_name, open_home, student_homes
+from conjuringd.hashing import file_sha256
 from conjuringd.sticks.copy import CopyLimits, safe_copy
 from conjuringd.sticks.report import write_atomic
 from conjuringd.sticks.safewrite import create_temp, open_regular
@@ -109,16 +110,8 @@ def teacher_files(files: Path) -> tuple[list[tuple[str, ...]], list[TeacherFile]
             path = Path(root) / name
             st = path.lstat()
             if stat.S_ISREG(st.st_mode):
-                found.append(TeacherFile((*rel, name), _sha_path(path), st.st_mode, st.st_mtime_ns))
+                found.append(TeacherFile((*rel, name), file_sha256(path), st.st_mode, st.st_mtime_ns))
     return dirs, found
-
-
-def _sha_path(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _sha_fd(fd: int) -> str:
@@ -222,11 +215,7 @@ def give_student(home_dir: Path, student: str, folder: str, files: Path, content
     if isinstance(owner, str):
         result.refused = owner
         return result
-    home_fd = os.open(home_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        student_fd = os.open(student, _DIR, dir_fd=home_fd)
-    finally:
-        os.close(home_fd)
+    student_fd = open_home(home_dir, student)
     try:
         top = _subdir(student_fd, folder, owner)
     except OSError as exc:

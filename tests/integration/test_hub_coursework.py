@@ -55,10 +55,8 @@ async def insert(h: Harness, loops, image) -> str:
     return ext4_read(image, "/conjuring/REPORT.txt").decode()
 
 
-async def test_collect_and_distribute_through_the_hub(world, tmp_path, udevd, loops):
-    await world.converge()
-    homes = world.hub.paths.home
-    uids = json.loads((world.hub.paths.state_dir / "uids.json").read_text())["users"]
+def students_work(world) -> dict:
+    """Three students write their homework through the hub; bob also plants links. Their sessions."""
     sessions = {}
     for name, password, _ in USERS[:3]:
         sessions[name] = s = login(name, password, world.base)
@@ -69,6 +67,14 @@ async def test_collect_and_distribute_through_the_hub(world, tmp_path, udevd, lo
     kernel = start_kernel(sessions["bob"], "bob")  # bob plants links to a classmate's home and to /etc
     execute(sessions["bob"], "bob", kernel, "import os; os.symlink('/etc', os.path.expanduser('~/homework/etc')); "
             "os.symlink('/home/alice', os.path.expanduser('~/homework/alice')); os.symlink('/etc', os.path.expanduser('~/lesson'))")
+    return sessions
+
+
+async def test_collect_and_distribute_through_the_hub(world, tmp_path, udevd, loops):
+    await world.converge()
+    homes = world.hub.paths.home
+    uids = json.loads((world.hub.paths.state_dir / "uids.json").read_text())["users"]
+    sessions = students_work(world)
 
     tree = stick_tree(tmp_path / "tree")  # the repository's custom/, with users.csv: it passes the home gate
     (tree / "conjuring" / "collect" / "homework").mkdir(parents=True)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from conjuringd.adapters.mounts import Mounter
 from conjuringd.distribute import seed_new_homes
 from tests.support.udev import (
     Harness, ext4_read, fat_list, fat_read, loops, make_ext4_stick, make_fat_stick, rewrite_ext4_stick, stick_tree, udevd,
