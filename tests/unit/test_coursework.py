@@ -172,3 +172,15 @@ def test_distribute_refuses_a_home_of_the_wrong_owner(tmp_path):
     store_distribution(teacher(tmp_path), "lesson2", state, CopyLimits())
     result = {s.student: s for s in distribute_folder(state, "lesson2", home, {**UIDS, "bob": 2999}).students}
     assert "UID 2102" in result["bob"].refused and not (home / "bob" / "lesson2").exists()
+
+
+def test_collect_never_writes_through_a_link_on_the_destination(tmp_path):
+    home, dest, outside = tmp_path / "home", tmp_path / "stick" / "homework", tmp_path / "outside"
+    make_homes(home)
+    dest.mkdir(parents=True)
+    outside.mkdir()
+    (dest / "alice").symlink_to(outside)  # planted on the stick
+    result = {s.student: s for s in collect_homes(home, "homework", dest, CopyLimits()).students}
+    assert result["alice"].state == "not-written" and list(outside.iterdir()) == []
+    assert result["bob"].state == "collected" and (dest / "bob" / "answer.py").exists()
+    assert {r["student"] for r in manifest(dest)} == {"bob", "carol"}
