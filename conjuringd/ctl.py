@@ -389,11 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home-dir", default=None)
     p.add_argument("--force", action="store_true", help="also overwrite files that are newer on this box")
     p.set_defaults(func=cmd_migrate)
-    from conjuringd import ctl_class, newusers
+    from conjuringd import coursework_ctl, ctl_class, newusers
     from conjuringd.export import z2jh
 
     newusers.register(sub)
     ctl_class.register(sub)
+    coursework_ctl.register(sub)
     z2jh.register(sub)
     return parser
 

@@ -50,6 +50,7 @@ from conjuringd.passwords import GeneratedPasswords
 from conjuringd.paths import Paths
 from conjuringd.reconcile.model import Desired, HubObserved
 from conjuringd.reconcile.plan import replace_key
+from conjuringd.distribute import seed_new_homes
 from conjuringd.uids import PROBE_UID, UidMap
 
 log = structlog.get_logger(__name__)
@@ -266,6 +267,7 @@ class DockerHub(HubHealth):
             await self._call(lambda c: c.containers.get(old_id).remove(force=True))
         log.info("hub_replaced", container=new_id[:12], image=desired.hashes.image[:12],
                  downtime=round(self.last_downtime, 1))
+        await self._io(self._seed_homes, desired)
 
     def _set_aside(self, client) -> str:
         """Rename the current container out of the way (kept until its successor is healthy)."""
@@ -320,7 +322,18 @@ class DockerHub(HubHealth):
         if code != 0:
             raise TransientError(f"provisioning users failed (exit {code}): {output[-300:]}")
         log.info("users_synced", container=container_id[:12], summary=output.strip()[-300:])
+        await self._io(self._seed_homes, desired)  # homes created just now get what was distributed
         await self._io(lambda: self._record(container_id, users=desired.hashes.users))
+
+    def _seed_homes(self, desired: Desired) -> None:
+        """Distributed folders (conjuringd/distribute.py) into the homes that have not had them yet."""
+        try:
+            seeded = seed_new_homes(self.paths.state_dir, Path(desired.settings.hub.home_dir or self.paths.home), self.uids.known())
+        except OSError as exc:
+            log.warning("distribution_not_seeded", error=exc.strerror or str(exc), file=exc.filename)
+            return
+        for result in seeded:
+            log.info("distribution_seeded", folder=result.folder, lines=result.lines())
 
     def _exec_provision(self, client) -> tuple[str, int, str]:
         container = client.containers.get(self.name)

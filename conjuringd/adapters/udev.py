@@ -32,6 +32,8 @@ from conjuringd.paths import Paths
 from conjuringd.reconcile.model import ImportOutcome, ReportFacts, StickObserved
 from conjuringd.sticks.copy import CopyLimits, TreeTooLarge
 from conjuringd.sticks.admission import admit, conjuring_folder, enrol_inserted, enrolment_line
+from conjuringd.sticks import coursework
+from conjuringd.sticks.coursework import names_the_users
 from conjuringd.sticks.enrol import EnrolError, Enrolment, Verdict
 from conjuringd.sticks.mountinfo import needs_archive, read_mountinfo
 from conjuringd.sticks.loopdev import backing_file
@@ -58,6 +60,7 @@ class _Pending:
     refusals: tuple[str, ...] = ()
     backup: str = ""
     verdict: Verdict | None = None  # whether the stick may change the box (sticks/enrol.py)
+    coursework: tuple[str, ...] = ()  # the report's lines about collect/ and distribute/ (sticks/coursework.py)
 
 
 def stick_key(props: dict) -> str:
@@ -76,13 +79,6 @@ def insertion_order(props: dict) -> tuple[int, int]:
         except ValueError:
             return 0
     return number("DISKSEQ"), number("USEC_INITIALIZED")
-
-
-def _names_the_users(outcome: ImportOutcome) -> bool:
-    """A partial stick (one new shared/ file, say) is not enough to earn every student's home: as
-    before sticks were merged, the stick must say who the users are (users.csv), or be complete."""
-    merge = outcome.merge
-    return merge is None or merge.complete or "users.csv" in merge.from_source
 
 
 class UdevSticks:
@@ -233,7 +229,8 @@ class UdevSticks:
         """Run a blocking step in the stick worker, within that step's deadline."""
         d = self._deadlines
         deadline, name = {self._stage: (d.stage, "copying the configuration"), self._backup: (d.backup, "the home backup"),
-                          self._write: (d.report, "writing the report")}.get(func, (d.other, "a stick operation"))
+                          self._write: (d.report, "writing the report"),
+                          self._coursework: (d.backup, "collecting and distributing coursework")}.get(func, (d.other, "a stick operation"))
         return await self._worker.run(deadline, functools.partial(func, *args, **kwargs), name=name)
 
     def _current(self, device: str, key: str, want: str) -> _Pending | None:
@@ -259,19 +256,20 @@ class UdevSticks:
             if isinstance(found, Verdict):  # not enrolled: nothing was read, nothing is given
                 self._not_enrolled(pending, found)
                 return
-            staged, refusals, wants_backup, verdict = found
+            staged, refusals, wants_backup, verdict, wants_course = found
             source = {"kind": "stick", "device": device, "label": pending.info.label, "uuid": pending.info.uuid}
             outcome = await self._import(importer, staged, source)
             self.counters["imported"] += 1
             backup = ""
             if wants_backup and usb.backup and outcome.result not in ("applied", "unchanged"):
                 backup = f"backup NOT written: this stick's configuration was refused ({outcome.result.upper()})"
-            elif wants_backup and usb.backup and not _names_the_users(outcome):
+            elif wants_backup and usb.backup and not names_the_users(outcome):
                 backup = ("backup NOT written: a backup is written only for a stick that carries users.csv "
                           "(or is COMPLETE); this one was merged without it")
             elif wants_backup and usb.backup:
                 backup = await self._backup_line(pending.info)
-            self._to_report(device, key, outcome, refusals, backup, verdict)
+            course = await self._coursework_lines(pending.info, outcome) if wants_course else ()
+            self._to_report(device, key, outcome, refusals, backup, verdict, course)
         except TreeTooLarge as exc:
             self._too_large(pending, exc)
         except StickStuck as exc:
@@ -317,7 +315,7 @@ class UdevSticks:
         staged, refusals = stage_custom(layout.custom, self.paths.staging, limits, self._copy_hook)
         refusals = compose_notes(layout.conjuring) + refusals
         log.info("stick_copied", device=info.device, folder=str(staged), refused=len(refusals))
-        return staged, tuple(refusals), layout.home_backup is not None, verdict
+        return staged, tuple(refusals), layout.home_backup is not None, verdict, coursework.wanted(layout.conjuring)
 
     def _not_enrolled(self, pending: _Pending, verdict: Verdict) -> None:
         info = pending.info
@@ -345,14 +343,30 @@ class UdevSticks:
                 return "backup NOT written: the home_backup folder is gone"
             return run_backup(session, layout.home_backup, self._home_dir())
 
+    async def _coursework_lines(self, info: StickInfo, outcome: ImportOutcome) -> tuple[str, ...]:
+        """collect/ and distribute/ under the backup's gate; a failure is the report's line, never the import's."""
+        if why := coursework.refusal(outcome):
+            return (f"coursework NOT collected or distributed: {why}",)
+        try:
+            return tuple(await self._run(self._coursework, info))
+        except (StickStuck, OSError) as exc:
+            return (f"coursework stopped: {getattr(exc, 'strerror', None) or exc}",)
+        except Exception as exc:  # noqa: BLE001 - reported on the stick, in the journal with its traceback
+            log.exception("coursework_failed_unexpectedly", device=info.device)
+            return (f"coursework stopped: unexpected error: {describe(exc)}",)
+
+    def _coursework(self, info: StickInfo) -> list[str]:
+        with StickSession(self._mounter, info) as session:
+            return coursework.run_coursework(session, self._home_dir(), self.paths.state_dir, self._usb())
+
     def _to_report(self, device: str, key: str, outcome: ImportOutcome, refusals, backup: str,
-                   verdict: Verdict | None = None) -> None:
+                   verdict: Verdict | None = None, course: tuple[str, ...] = ()) -> None:
         current = self._pending.get(device)
         if current is None or current.key != key:
             log.info("stick_gone_before_report", device=device, result=outcome.result)
             return
         self._pending[device] = replace(current, pending="report", outcome=outcome, refusals=tuple(refusals),
-                                        backup=backup, verdict=verdict)
+                                        backup=backup, verdict=verdict, coursework=course)
         log.info("stick_imported", device=device, result=outcome.result, config=outcome.config_hash[:12], refused=len(refusals))
 
     def _aborted(self, pending: _Pending, exc: OSError) -> None:
@@ -396,7 +410,7 @@ class UdevSticks:
         files = render_files(StickReport(
             time=when, hostname=socket.gethostname(), device=device, label=pending.info.label, uuid=pending.info.uuid,
             outcome=pending.outcome, facts=report, refusals=pending.refusals, backup=pending.backup,
-            enrolment=enrolment_line(pending.verdict) if pending.verdict else "",
+            enrolment=enrolment_line(pending.verdict) if pending.verdict else "", coursework=pending.coursework,
         ), pending.verdict)
         self.last_report = {"device": device, "label": pending.info.label, "result": pending.outcome.result, "written": False}
         try:

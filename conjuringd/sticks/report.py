@@ -38,6 +38,7 @@ class StickReport:
     refusals: tuple[str, ...] = ()
     backup: str = ""  # one line about the home backup, "" if none was asked for
     enrolment: str = ""  # whether this stick is enrolled on this box (sticks/enrol.py), "" = not said
+    coursework: tuple[str, ...] = ()  # collect/ and distribute/ (sticks/coursework.py), one line each
 
 
 def _section(title: str, lines: Sequence[str]) -> list[str]:
@@ -151,6 +152,7 @@ def render_report(report: StickReport) -> str:
         lines += _section("Passwords made by this box", _password_lines(report))
         lines += _section("Last lines of the failed build", list(facts.build_log_tail))
     lines += _section("Home backup", [report.backup] if report.backup else [])
+    lines += _section("Coursework (collect/ and distribute/)", list(report.coursework))
     lines.append("")
     return "\r\n".join(line.replace("\r", "").replace("\n", " ") for line in lines)
 

@@ -93,14 +93,14 @@ def create_temp(dir_fd: int, name: str, mode: int = 0o600) -> tuple[int, str]:
     raise OSError(errno.EEXIST, f"no free temp name beside {name}")
 
 
-def open_dir(root: Path, parts: tuple[str, ...], *, create: bool = True) -> int:
-    """A descriptor of root/parts..., creating folders (0700) but never following a symlink."""
+def open_dir(root: Path, parts: tuple[str, ...], *, create: bool = True, mode: int = 0o700) -> int:
+    """A descriptor of root/parts..., creating folders (`mode`, 0700 unless told) but never following a symlink."""
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for part in parts:
             if create:
                 try:
-                    os.mkdir(part, 0o700, dir_fd=fd)
+                    os.mkdir(part, mode, dir_fd=fd)
                 except FileExistsError:
                     pass
             sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
