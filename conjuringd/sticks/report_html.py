@@ -151,6 +151,7 @@ def render_report_html(report: StickReport, sheet_written: bool = False) -> str:
         _section("Last lines of the failed build",
                  f"<pre>{esc(chr(10).join(facts.build_log_tail))}</pre>" if facts and facts.build_log_tail else ""),
         _section("Home backup", _items([report.backup] if report.backup else [])),
+        _section("Coursework (collect/ and distribute/)", _items(list(report.coursework))),
         _section("Enrolment", _items([report.enrolment] if report.enrolment else [])),
         _section("This stick and this box", _details(report)),
     ]

@@ -82,6 +82,8 @@ async def test_collect_onto_fat_exact_files_no_links_then_only_the_change(tmp_pa
         assert "alice: collected 2 files (2 written, 0 unchanged)" in report, report
         assert "bob: collected 2 files" in report and "classmate: symbolic link" in report, report
         assert "carol: NOT collected: ~/homework is a symbolic link: not followed" in report, report
+        page = fat_read(image, "CONJURING/REPORT.html").decode()
+        assert "Coursework (collect/ and distribute/)" in page and "alice: collected 2 files" in page, page[-3000:]
         rows = manifest_rows(fat_read(image, "CONJURING/COLLECT/HOMEWORK/MANIFEST.csv"))
         assert set(rows) == {(s, f) for s in ("alice", "bob") for f in ("answer.py", "data/table.csv")}
         for (student, rel), row in rows.items():
