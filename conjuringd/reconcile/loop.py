@@ -22,10 +22,12 @@ from conjuringd.config.machine import MachineSettings
 from conjuringd.config.problems import ConfigError, Severity, TransientError
 from conjuringd.hashing import config_hashes, digest
 from conjuringd.passwords import GeneratedPasswords, generated_logins
+from conjuringd.reconcile.describe import describe_source, network_status
 from conjuringd.reconcile.execute import Adapters, Executor, PassLog
 from conjuringd.reconcile.model import ActivateNetwork, Desired, ImportOutcome, NetworkObserved, Observed, ReportFacts
-from conjuringd.reconcile.plan import plan
+from conjuringd.reconcile.plan import pending_switch, plan
 from conjuringd.reconcile.triggers import Backoff, Heartbeat, Triggers
+from conjuringd.reconcile.waiting import SwitchWatch
 from conjuringd.status import StatusBoard
 from conjuringd.store import SnapshotStore, config_digest
 from conjuringd import urls
@@ -68,6 +70,7 @@ class Reconciler:
         self._network_needs_input = False
         self._network_backoff = Backoff(initial=5.0, maximum=300.0)
         self._network_retry: asyncio.TimerHandle | None = None
+        self.switch_watch = SwitchWatch(self.wake)
         self.executor = Executor(adapters, store.state, heartbeat, self.import_folder, status.phase, self._report_facts)
 
     # --- inputs -------------------------------------------------------------
@@ -90,6 +93,9 @@ class Reconciler:
         """Import `folder`; sticks and `conjuringctl apply` are merged onto the active configuration
         (`merge` None: decided by the source's kind)."""
         loop = asyncio.get_running_loop()
+        source = dict(source)
+        if source.pop("switch_now", False):  # a stick carrying conjuring/SWITCH-NOW: a waiting new hub takes over
+            self.store.state.update(switch_requested=True)
         layered = source.get("kind") in MERGED_SOURCES if merge is None else merge
         try:
             outcome = await loop.run_in_executor(
@@ -270,8 +276,9 @@ class Reconciler:
             raise TransientError("observation timed out") from exc
         finally:
             self.heartbeat.idle()
-        failed = frozenset(self.store.state.read().failed_builds)
-        return Observed(hub_observed, net_observed, failed, sticks.observe() if sticks else ())
+        state = self.store.state.read()
+        return Observed(hub_observed, net_observed, frozenset(state.failed_builds), sticks.observe() if sticks else (),
+                        switch_requested=state.switch_requested)
 
     async def _observe_network(self, network, spec) -> NetworkObserved:
         """NetworkManager being away or failing never holds up the hub; it is retried with back-off."""
@@ -316,6 +323,12 @@ class Reconciler:
         if desired is None:
             self.status.phase("no configuration yet")
             return
+        hold = self.switch_watch.update(desired, observed)
+        self.status.set(switch_waiting=hold.describe() if hold else None)
+        if hold is not None:  # the serving hub is not the desired one yet: nothing is recorded as converged
+            self.status.set(converged=False, changes=passlog.changes)
+            self.status.phase(hold.describe())
+            return
         hashes = desired.hashes
         failed = observed.failed_builds
         healthy = hashes.image not in failed and f"{hashes.image}:{hashes.restart}" not in failed
@@ -334,7 +347,7 @@ class Reconciler:
             self.status.set(sticks={k: v for k, v in stick_status.items() if k != "last_report"},
                             last_report=stick_status.get("last_report"))
         self.status.set(active_config=hashes.config, active_source=state.active_source, hub_urls=list(hub_urls),
-                        users=users, admins=len(desired.config.admins), network=_network_status(observed),
+                        users=users, admins=len(desired.config.admins), network=network_status(observed),
                         converged=healthy, changes=passlog.changes)
         if not self.hub_enabled:
             self.status.phase(f"configuration {hashes.config[:12]} active (hub not managed)")
@@ -359,25 +372,14 @@ class Reconciler:
             return ReportFacts(hub_state="no configuration active")
         failed = desired.hashes.image in observed.failed_builds
         hub_state = "hub not managed" if not self.hub_enabled else ("build failed" if failed else "serving")
+        hold = pending_switch(desired, observed)
+        hub_state = hold.describe() if hold is not None else hub_state
         return ReportFacts(
             hub_state=hub_state,
             hub_urls=urls.hub_urls(observed.network, desired.settings.hub.port),
             users=len(desired.config.users), admins=len(desired.config.admins),
             changes=tuple(passlog.changes), build_log_tail=passlog.build_tail,
-            active_config=state.active, active_source=_describe_source(state.active_source),
+            active_config=state.active, active_source=describe_source(state.active_source),
             generated_logins=tuple((u.name, u.password, u.admin) for u in generated_logins(desired.config)),
         )
 
-
-def _network_status(observed: Observed) -> dict | None:
-    net = observed.network
-    if net is None:
-        return None
-    return {"serve": net.serve, "state": net.state, "addresses": list(net.addresses), "ssid": net.ssid}
-
-
-def _describe_source(source: dict) -> str:
-    kind = source.get("kind", "?")
-    if kind == "stick":
-        return f"stick {source.get('label') or '?'} (UUID {source.get('uuid') or '?'}) on {source.get('device')}"
-    return f"{kind} {source.get('path', '')}".strip()
