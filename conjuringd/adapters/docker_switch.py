@@ -17,7 +17,7 @@ import structlog
 
 from conjuringd.adapters import hub_http
 from conjuringd.adapters.docker_health import NotHealthy
-from conjuringd.adapters.docker_labels import CONTAINER_PORT, container_labels, container_state, host_port
+from conjuringd.adapters.docker_labels import CONTAINER_PORT, PROBE_NAME, container_labels, container_state, host_port
 from conjuringd.adapters.hub_files import write_atomic
 from conjuringd.adapters.protocols import Progress
 from conjuringd.config.problems import HubUnhealthy, TransientError
@@ -49,6 +49,7 @@ def student_activity(user: dict, kernels: list[dict]) -> StudentActivity:
     """One user of the hub's REST API (`GET /users`) and their server's kernels (`GET /api/kernels`)."""
     times = [_parse_time(user.get("last_activity"))]
     times += [_parse_time(s.get("last_activity")) for s in (user.get("servers") or {}).values()]
+    times += [_parse_time(k.get("last_activity")) for k in kernels]  # the hub learns of these only every 5 minutes
     in_use = sum(1 for k in kernels if int(k.get("connections") or 0) > 0 or k.get("execution_state") == "busy")
     known = [t for t in times if t is not None]
     return StudentActivity(user.get("name", ""), max(known) if known else None, in_use)
@@ -88,7 +89,8 @@ class StagedHub:
             status, users = hub_http.api(base, token, "GET", "/users", timeout=ACTIVITY_TIMEOUT)
             if status != 200:
                 return Activity(now, None, f"GET /users answered {status}")
-            return Activity(now, tuple(self._student(base, token, u) for u in users if not u.get("admin")))
+            return Activity(now, tuple(self._student(base, token, u) for u in users
+                                          if not u.get("admin") and u.get("name") != PROBE_NAME))
         except (OSError, ValueError) as exc:
             return Activity(now, None, str(exc))
 
