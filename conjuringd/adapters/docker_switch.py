@@ -111,7 +111,8 @@ class StagedHub:
         volumes = await self._io(self._prepare, desired)
         data = self.hub_dir / "data-staged"
         await self._io(lambda: (shutil.rmtree(data, ignore_errors=True), data.mkdir(mode=0o700, parents=True)))
-        volumes = {**volumes, str(data): {"bind": "/srv/jupyterhub", "mode": "rw"}}
+        volumes = {host: bind for host, bind in volumes.items() if bind["bind"] != "/srv/jupyterhub"}
+        volumes[str(data)] = {"bind": "/srv/jupyterhub", "mode": "rw"}  # two hubs never share one database
         await self.drop_staged()
         staged_id = await self._call(self._create_staged, desired, volumes)
         try:
