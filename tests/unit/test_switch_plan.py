@@ -1,5 +1,6 @@
 """A new hub that waits for the class: the pure decisions (plan, switch.hold, the activity read from the hub)."""
 
+import asyncio
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -114,3 +115,19 @@ def test_activity_from_the_hub_rest_api():
 
 def test_the_staged_hub_uses_the_next_port():
     assert staged_port(18975) == 18976 and staged_port(65535) == 65534
+
+
+def test_while_a_switch_waits_the_reconciler_is_woken_to_look_again_and_not_after():
+    from conjuringd.reconcile.waiting import SwitchWatch
+
+    async def run():
+        woken = []
+        watch = SwitchWatch(woken.append, recheck=0.05)
+        assert watch.update(DESIRED, world(staged=STAGED)).active == 1
+        await asyncio.sleep(0.2)
+        assert woken == ["switch: recheck"]
+        assert watch.update(DESIRED, world(staged=STAGED, requested=True)) is None
+        await asyncio.sleep(0.2)
+        return woken
+
+    assert asyncio.run(run()) == ["switch: recheck"]  # no timer once nothing waits
