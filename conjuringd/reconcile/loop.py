@@ -333,6 +333,8 @@ class Reconciler:
         failed = observed.failed_builds
         healthy = hashes.image not in failed and f"{hashes.image}:{hashes.restart}" not in failed
         state = self.store.state.read()
+        if state.switch_requested:  # nothing waits (any more): a later change waits for the class again
+            state = self.store.state.update(switch_requested=False)
         if healthy:
             self.store.state.update(converged={
                 "config": hashes.config, "image": hashes.image, "restart": hashes.restart,
