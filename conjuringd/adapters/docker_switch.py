@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import docker.errors
@@ -29,6 +31,7 @@ log = structlog.get_logger(__name__)
 
 LABEL_STAGED_AT = "org.conjuring.staged-at"
 ACTIVITY_TIMEOUT = 3.0  # seconds for each question to the serving hub
+ACTIVITY_BUDGET = 15.0  # seconds for all of them in one observation (well inside the reconciler's deadline)
 
 
 def staged_port(port: int) -> int:
@@ -86,34 +89,42 @@ class StagedHub:
             if not port or not token:
                 return Activity(now, None, "the serving hub has no port or token")
             base = f"http://127.0.0.1:{port}"
-            status, users = hub_http.api(base, token, "GET", "/users", timeout=ACTIVITY_TIMEOUT)
-            if status != 200:
+            status, users = hub_http.api(base, token, "GET", "/users?state=active&limit=200", timeout=ACTIVITY_TIMEOUT)
+            if status != 200 or not isinstance(users, list):  # only users with a server: nobody else has work to lose
                 return Activity(now, None, f"GET /users answered {status}")
-            return Activity(now, tuple(self._student(base, token, u) for u in users
+            deadline = time.monotonic() + ACTIVITY_BUDGET
+            return Activity(now, tuple(self._student(base, token, u, deadline) for u in users
                                           if not u.get("admin") and u.get("name") != PROBE_NAME))
         except (OSError, ValueError) as exc:
             return Activity(now, None, str(exc))
 
     @staticmethod
-    def _student(base: str, token: str, user: dict) -> StudentActivity:
-        kernels: list[dict] = []
-        if (user.get("servers") or {}).get("", {}).get("ready"):
-            session = hub_http.HubSession(base, ACTIVITY_TIMEOUT)
+    def _student(base: str, token: str, user: dict, deadline: float) -> StudentActivity:
+        """A server that cannot list its kernels (slow, broken, out of time) counts as in use: never a lesson lost."""
+        if not (user.get("servers") or {}).get("", {}).get("ready"):
+            return student_activity(user, [])
+        if time.monotonic() > deadline:
+            return replace(student_activity(user, []), kernels_in_use=1)
+        session = hub_http.HubSession(base, ACTIVITY_TIMEOUT)
+        try:
             status, _, body = session.request("GET", f"/user/{user['name']}/api/kernels",
                                               headers={"Authorization": f"token {token}"})
-            if status == 200:
-                kernels = json.loads(body)
+            kernels = json.loads(body) if status == 200 else None
+        except (OSError, ValueError):
+            kernels = None
+        if not isinstance(kernels, list):
+            return replace(student_activity(user, []), kernels_in_use=1)
         return student_activity(user, kernels)
 
     async def stage_container(self, desired: Desired, progress: Progress) -> None:
         """Start the new hub beside the serving one and health-check it; it is removed again if it fails."""
         progress("starting the new hub beside the serving one")
+        await self.drop_staged()  # an older one, or one a stopped daemon left unchecked
         volumes = await self._io(self._prepare, desired)
         data = self.hub_dir / "data-staged"
         await self._io(lambda: (shutil.rmtree(data, ignore_errors=True), data.mkdir(mode=0o700, parents=True)))
         volumes = {host: bind for host, bind in volumes.items() if bind["bind"] != "/srv/jupyterhub"}
         volumes[str(data)] = {"bind": "/srv/jupyterhub", "mode": "rw"}  # two hubs never share one database
-        await self.drop_staged()
         staged_id = await self._call(self._create_staged, desired, volumes)
         try:
             await self._call(lambda c: c.containers.get(staged_id).start())
@@ -139,7 +150,9 @@ class StagedHub:
         return client.containers.create(**spec).id
 
     async def drop_staged(self, container_id: str = "") -> None:
+        """Remove the staged hub (and its data folder)."""
         def drop(client):
+            shutil.rmtree(self.hub_dir / "data-staged", ignore_errors=True)
             try:
                 client.containers.get(container_id or self.staged_name).remove(force=True)
                 log.info("hub_staged_removed", container=(container_id or self.staged_name)[:12])
