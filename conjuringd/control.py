@@ -68,6 +68,10 @@ class ControlServer:
             self.reconciler.store.state.clear_failed_builds()
             self.reconciler.wake("ctl: rebuild")
             return {"ok": True}
+        if command == "switch":  # a waiting new hub takes over now (kept in state: a restart does not lose it)
+            self.reconciler.store.state.update(switch_requested=True)
+            self.reconciler.wake("ctl: switch")
+            return {"ok": True}
         if command == "wake":
             self.reconciler.wake("ctl: wake")
             return {"ok": True}

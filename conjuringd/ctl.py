@@ -175,7 +175,7 @@ def format_status(status: dict) -> str:
             line += (f"; hub memory {students['memory_used_mb']} MiB used, {students['memory_headroom_mb']} MiB free"
                      f" (room for about {students['more_students_fit']} more active students)")
         lines.append(line)
-    for key, label in (("sticks", "sticks"), ("last_report", "report"), ("prewarm", "prewarm")):
+    for key, label in (("sticks", "sticks"), ("last_report", "report"), ("prewarm", "prewarm"), ("switch_waiting", "switch")):
         value = status.get(key)
         if isinstance(value, dict):
             value = " ".join(f"{k}={v}" for k, v in value.items() if v not in (None, [], {}, ""))
@@ -366,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_apply)
     sub.add_parser("rebuild", help="forget failed builds and try again").set_defaults(func=cmd_simple("rebuild"))
     sub.add_parser("wake", help="make the daemon re-observe now").set_defaults(func=cmd_simple("wake"))
+    sub.add_parser("switch", help="a new hub waiting for the class takes over now").set_defaults(func=cmd_simple("switch"))
     p = sub.add_parser("enroll", help="enrol the inserted stick on this box (root)")
     p.add_argument("device", nargs="?", default=None, help="the stick's device node, when several are inserted")
     p.set_defaults(func=cmd_enroll)

@@ -93,7 +93,8 @@ RUN_SPEC = "no-new-privileges"
 
 def restart_digest(config: CustomConfig) -> str:
     hub = asdict(config.settings.hub)
-    for key in ("base_image", "bootstrap_base", "keep_images", "prewarm", "prewarm_until", "health_timeout"):
+    for key in ("base_image", "bootstrap_base", "keep_images", "prewarm", "prewarm_until", "health_timeout",
+                "switch_idle", "switch_at"):
         hub.pop(key)  # these do not change the running hub
     return digest(config.hub_config, tree_digest(config.srv), repr(sorted(hub.items())), RUN_SPEC)
 

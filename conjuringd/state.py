@@ -18,6 +18,7 @@ class State:
     local_digest: str = ""  # digest of the local folder when it was last imported
     converged: dict[str, Any] = field(default_factory=dict)  # hashes + time of the last convergence
     failed_builds: dict[str, Any] = field(default_factory=dict)  # image hash -> {step, tail, at}
+    switch_requested: bool = False  # the teacher asked a waiting new hub to take over (cleared once it has)
 
 
 class StateFile:

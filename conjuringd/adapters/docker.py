@@ -41,6 +41,7 @@ from conjuringd.adapters.docker_labels import (
     users_spec,
 )
 from conjuringd.adapters.docker_health import HubHealth, get_container as _get
+from conjuringd.adapters.docker_switch import StagedHub
 from conjuringd.adapters.hub_files import mirror_tree, write_atomic
 from conjuringd.adapters.protocols import Progress
 from conjuringd.config.problems import TransientError
@@ -58,7 +59,7 @@ log = structlog.get_logger(__name__)
 _UNREACHABLE = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError)
 
 
-class DockerHub(HubHealth):
+class DockerHub(HubHealth, StagedHub):
     def __init__(self, paths: Paths, client_factory=docker.from_env, container_name: str = CONTAINER_NAME):
         self.paths = paths
         self.name = container_name  # tests use their own, so they never touch a real hub
@@ -118,10 +119,12 @@ class DockerHub(HubHealth):
             img.labels.get(LABEL_IMAGE, "") for img in client.images.list(filters={"label": LABEL_IMAGE})
         ) - {""}
         container = _get(client, self.name)
+        staged, staged_at = self._observe_staged(client, _get)
         if container is None:
-            return HubObserved(images=images)
+            return HubObserved(images=images, staged=staged, staged_at=staged_at)
         state = container_state(container.id, container.labels, container.status, self._applied(), self._owner())
-        return HubObserved(images=images, container=state)
+        activity = self._observe_activity(container) if state.ours else None
+        return HubObserved(images=images, container=state, staged=staged, staged_at=staged_at, activity=activity)
 
     def _owner(self) -> str:
         """This box's owner label value; '' while there is no hub token (then no container is ours)."""
@@ -159,8 +162,7 @@ class DockerHub(HubHealth):
         await self._call(self._prune, keep)
 
     def _prune(self, client, keep: frozenset[str]) -> None:
-        current = _get(client, self.name)
-        in_use = {current.labels.get(LABEL_IMAGE)} if current is not None else set()
+        in_use = {c.labels.get(LABEL_IMAGE) for c in (_get(client, self.name), _get(client, self.staged_name)) if c}
         for img in client.images.list(filters={"label": LABEL_IMAGE}):
             image_hash = img.labels.get(LABEL_IMAGE, "")
             if image_hash in keep or image_hash in in_use:
@@ -238,6 +240,7 @@ class DockerHub(HubHealth):
 
     async def replace_container(self, desired: Desired, progress: Progress) -> None:
         progress("replacing hub container")
+        await self.drop_staged()  # it proved the new hub starts; the one that serves gets the hub's port and data
         volumes = await self._io(self._prepare, desired)
         old_id = await self._call(self._set_aside)
         try:
@@ -287,9 +290,12 @@ class DockerHub(HubHealth):
         return current.id
 
     def _create(self, client, desired: Desired, volumes: dict) -> str:
+        return client.containers.create(**self._container_spec(desired, volumes)).id
+
+    def _container_spec(self, desired: Desired, volumes: dict) -> dict:
         hashes = desired.hashes
-        container = client.containers.create(
-            image_tag(hashes.image),
+        return dict(
+            image=image_tag(hashes.image),
             name=self.name,
             labels=container_labels(hashes.image, hashes.restart, hashes.config, self._owner()),
             init=True,
@@ -306,7 +312,6 @@ class DockerHub(HubHealth):
             detach=True,
             **container_resources(desired.settings.hub),
         )
-        return container.id
 
     async def start_container(self, container_id: str) -> None:
         await self._call(lambda c: c.containers.get(container_id).start())

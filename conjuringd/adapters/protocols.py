@@ -37,6 +37,11 @@ class HubAdapter(Protocol):
     async def check_container(self, desired: Desired, container_id: str, progress: Progress) -> None:
         """Health-check a container that was created but never checked; roll back (HubUnhealthy) if it fails."""
 
+    async def stage_container(self, desired: Desired, progress: Progress) -> None:
+        """Start and health-check the new hub beside the serving one; HubUnhealthy if it fails (removed again)."""
+
+    async def drop_staged(self, container_id: str = "") -> None: ...
+
     async def start_container(self, container_id: str) -> None: ...
 
     async def sync_users(self, desired: Desired) -> None: ...

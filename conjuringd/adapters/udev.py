@@ -256,8 +256,9 @@ class UdevSticks:
             if isinstance(found, Verdict):  # not enrolled: nothing was read, nothing is given
                 self._not_enrolled(pending, found)
                 return
-            staged, refusals, wants_backup, verdict, wants_course = found
-            source = {"kind": "stick", "device": device, "label": pending.info.label, "uuid": pending.info.uuid}
+            staged, refusals, wants_backup, verdict, wants_course, switch_now = found
+            source = {"kind": "stick", "device": device, "label": pending.info.label, "uuid": pending.info.uuid,
+                      "switch_now": switch_now}
             outcome = await self._import(importer, staged, source)
             self.counters["imported"] += 1
             backup = ""
@@ -315,7 +316,8 @@ class UdevSticks:
         staged, refusals = stage_custom(layout.custom, self.paths.staging, limits, self._copy_hook)
         refusals = compose_notes(layout.conjuring) + refusals
         log.info("stick_copied", device=info.device, folder=str(staged), refused=len(refusals))
-        return staged, tuple(refusals), layout.home_backup is not None, verdict, coursework.wanted(layout.conjuring)
+        return (staged, tuple(refusals), layout.home_backup is not None, verdict, coursework.wanted(layout.conjuring),
+                layout.switch_now)
 
     def _not_enrolled(self, pending: _Pending, verdict: Verdict) -> None:
         info = pending.info

@@ -37,6 +37,8 @@ FOLDER_KEYS: frozenset[Path] = frozenset(
         ("hub", "cpu_limit"),
         ("hub", "prewarm"),
         ("hub", "prewarm_until"),
+        ("hub", "switch_idle"),
+        ("hub", "switch_at"),
         ("hub", "preload"),
         ("hub", "shm_size"),  # the container's own shared memory, like mem_limit
         # NetworkManager connection names and the hotspot: the teacher's classroom network

@@ -66,6 +66,8 @@ class HubSettings:
     home_dir: str = ""  # host folder of student homes; "" = <state_dir>/home
     shm_size: str = ""  # the hub container's /dev/shm, e.g. "4g" (the original's compose file); "" = Docker's 64M
     gpus: str = ""  # host GPUs given to the hub container: "" = none, "all", or how many (machine-only)
+    switch_idle: int = 10  # minutes without activity before a waiting new hub replaces the serving one
+    switch_at: str = ""  # "HH:MM" local time: a waiting new hub replaces the serving one then; "" = only when idle
 
 
 @dataclass(frozen=True)

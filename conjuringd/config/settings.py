@@ -288,6 +288,8 @@ _VALUE_CHECKS: dict[Path, Any] = {
     ("hub", "http_timeout"): _range(1),
     ("hub", "concurrent_spawn_limit"): _range(0),
     ("hub", "idle_timeout"): _range(0),
+    ("hub", "switch_idle"): _range(0),
+    ("hub", "switch_at"): lambda v: "" if not v or CLOCK_RE.fullmatch(v) else f'"{v}" is not a time of day like "12:30"',
     ("hub", "cpu_limit"): _range(0),
     ("hub", "mem_limit"): lambda v: "" if not v or MEM_RE.fullmatch(v) else f'"{v}" is not a size like "512M" or "2G"',
     ("hub", "base_image"): lambda v: "" if not v or IMAGE_RE.fullmatch(v) else f'"{v}" is not an image name like "debian:bookworm"',

@@ -18,10 +18,12 @@ from conjuringd.reconcile.model import (
     BuildImage,
     CheckContainer,
     Desired,
+    DropStaged,
     ImportStick,
     PublishName,
     ReplaceContainer,
     ReportFacts,
+    StageContainer,
     StartContainer,
     SyncFiles,
     SyncUsers,
@@ -43,6 +45,8 @@ DEADLINES: dict[type, float] = {
     BuildImage: 4 * 3600,
     ReplaceContainer: 900,
     CheckContainer: 900,
+    StageContainer: 900,
+    DropStaged: 120,
     StartContainer: 300,
     SyncUsers: 300,
     SyncFiles: 600,
@@ -106,6 +110,11 @@ class Executor:
             await self._build(desired, passlog)
         elif isinstance(action, ReplaceContainer):
             await self._replace(desired, passlog)
+        elif isinstance(action, StageContainer):
+            await self._stage(desired, passlog)
+        elif isinstance(action, DropStaged):
+            await hub.drop_staged(action.container_id)
+            passlog.changes.append("the staged new hub was removed (no longer wanted)")
         elif isinstance(action, CheckContainer):
             await self._check(action, desired, passlog)
         elif isinstance(action, StartContainer):
@@ -177,4 +186,17 @@ class Executor:
             passlog.changes.append(f"new hub did not start ({failure}); rolled back to the previous one")
             passlog.build_tail = failure.log_tail
             return
+        self.state.update(switch_requested=False)
         passlog.changes.append("hub container replaced (restart)")
+
+    async def _stage(self, desired: Desired, passlog: PassLog) -> None:
+        self.phase("starting the new hub beside the serving one")
+        try:
+            await self.adapters.hub.stage_container(desired, self.phase)
+        except HubUnhealthy as failure:  # the serving hub was never touched
+            log.error("staged_hub_unhealthy", reason=str(failure), tail=list(failure.log_tail[-5:]))
+            self.state.record_failed_build(failure.key, f"hub start: {failure}", failure.log_tail)
+            passlog.changes.append(f"new hub did not start ({failure}); the serving hub goes on")
+            passlog.build_tail = failure.log_tail
+            return
+        passlog.changes.append("new hub started beside the serving one; it takes over when the class is idle")

@@ -24,11 +24,13 @@ from conjuringd.config.machine import MachineSettings
 from conjuringd.config.problems import ConfigError, Severity, TransientError
 from conjuringd.hashing import config_hashes, digest
 from conjuringd.passwords import GeneratedPasswords, generated_logins
+from conjuringd.reconcile.describe import describe_source, network_status
 from conjuringd.reconcile.execute import Adapters, Executor, PassLog
 from conjuringd.reconcile.model import ActivateNetwork, Desired, ImportOutcome, NetworkObserved, Observed, ReportFacts
 from conjuringd.reconcile.names import host_addresses, name_status
-from conjuringd.reconcile.plan import plan
+from conjuringd.reconcile.plan import pending_switch, plan
 from conjuringd.reconcile.triggers import Backoff, Heartbeat, Triggers
+from conjuringd.reconcile.waiting import SwitchWatch
 from conjuringd.sheet import class_sheet, wifi_of
 from conjuringd.status import StatusBoard
 from conjuringd.store import SnapshotStore, config_digest
@@ -72,6 +74,7 @@ class Reconciler:
         self._network_needs_input = False
         self._network_backoff = Backoff(initial=5.0, maximum=300.0)
         self._network_retry: asyncio.TimerHandle | None = None
+        self.switch_watch = SwitchWatch(self.wake)
         self.executor = Executor(adapters, store.state, heartbeat, self.import_folder, status.phase, self._report_facts)
 
     # --- inputs -------------------------------------------------------------
@@ -94,6 +97,9 @@ class Reconciler:
         """Import `folder`; sticks and `conjuringctl apply` are merged onto the active configuration
         (`merge` None: decided by the source's kind)."""
         loop = asyncio.get_running_loop()
+        source = dict(source)
+        if source.pop("switch_now", False):  # a stick carrying conjuring/SWITCH-NOW: a waiting new hub takes over
+            self.store.state.update(switch_requested=True)
         layered = source.get("kind") in MERGED_SOURCES if merge is None else merge
         try:
             outcome = await loop.run_in_executor(
@@ -280,8 +286,9 @@ class Reconciler:
             raise TransientError("observation timed out") from exc
         finally:
             self.heartbeat.idle()
-        failed = frozenset(self.store.state.read().failed_builds)
-        return Observed(hub_observed, net_observed, failed, sticks.observe() if sticks else (), names)
+        state = self.store.state.read()
+        return Observed(hub_observed, net_observed, frozenset(state.failed_builds), sticks.observe() if sticks else (),
+                        names, switch_requested=state.switch_requested)
 
     async def _observe_network(self, network, spec) -> NetworkObserved:
         """NetworkManager being away or failing never holds up the hub; it is retried with back-off."""
@@ -326,10 +333,18 @@ class Reconciler:
         if desired is None:
             self.status.phase("no configuration yet")
             return
+        hold = self.switch_watch.update(desired, observed)
+        self.status.set(switch_waiting=hold.describe() if hold else None)
+        if hold is not None:  # the serving hub is not the desired one yet: nothing is recorded as converged
+            self.status.set(converged=False, changes=passlog.changes)
+            self.status.phase(hold.describe())
+            return
         hashes = desired.hashes
         failed = observed.failed_builds
         healthy = hashes.image not in failed and f"{hashes.image}:{hashes.restart}" not in failed
         state = self.store.state.read()
+        if state.switch_requested:  # nothing waits (any more): a later change waits for the class again
+            state = self.store.state.update(switch_requested=False)
         if healthy:
             self.store.state.update(converged={
                 "config": hashes.config, "image": hashes.image, "restart": hashes.restart,
@@ -347,7 +362,7 @@ class Reconciler:
         self.status.set(hub_port=desired.settings.hub.port, wifi={"ssid": wifi.ssid, "own_hotspot": wifi.own},
                         address=urls.student_address(self.status.get("mdns_name"), desired.settings.hub.port, hub_urls))
         self.status.set(active_config=hashes.config, active_source=state.active_source, hub_urls=list(hub_urls),
-                        users=users, admins=len(desired.config.admins), network=_network_status(observed),
+                        users=users, admins=len(desired.config.admins), network=network_status(observed),
                         converged=healthy, changes=passlog.changes)
         name = self.status.get("mdns_name")  # set by this pass's last observation
         if not self.hub_enabled:
@@ -386,6 +401,8 @@ class Reconciler:
         address = urls.student_address(self.status.get("mdns_name"), desired.settings.hub.port, hub_urls)
         students = self.status.get("students") or {}
         made = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        hold = pending_switch(desired, observed)
+        hub_state = hold.describe() if hold is not None else hub_state
         return ReportFacts(
             hub_state=hub_state,
             hub_urls=hub_urls, address=address, seconds=time.monotonic() - passlog.started,
@@ -393,20 +410,7 @@ class Reconciler:
             sheet=class_sheet(desired.config, observed.network, address, socket.gethostname(), made),
             users=len(desired.config.users), admins=len(desired.config.admins),
             changes=tuple(passlog.changes), build_log_tail=passlog.build_tail,
-            active_config=state.active, active_source=_describe_source(state.active_source),
+            active_config=state.active, active_source=describe_source(state.active_source),
             generated_logins=tuple((u.name, u.password, u.admin) for u in generated_logins(desired.config)),
         )
 
-
-def _network_status(observed: Observed) -> dict | None:
-    net = observed.network
-    if net is None:
-        return None
-    return {"serve": net.serve, "state": net.state, "addresses": list(net.addresses), "ssid": net.ssid}
-
-
-def _describe_source(source: dict) -> str:
-    kind = source.get("kind", "?")
-    if kind == "stick":
-        return f"stick {source.get('label') or '?'} (UUID {source.get('uuid') or '?'}) on {source.get('device')}"
-    return f"{kind} {source.get('path', '')}".strip()

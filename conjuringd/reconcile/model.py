@@ -6,10 +6,12 @@ All frozen: `plan()` is a pure function of a Desired and an Observed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from conjuringd.config.model import CustomConfig, Settings
 from conjuringd.merge import MergeSummary
+from conjuringd.reconcile.switch import Activity
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class ContainerState:
 class HubObserved:
     images: frozenset[str] = frozenset()  # image hashes present locally
     container: ContainerState | None = None
+    staged: ContainerState | None = None  # a new hub started beside the serving one, waiting to take over
+    staged_at: datetime | None = None  # when it was staged (its label)
+    activity: Activity | None = None  # who works on the serving hub; None when it was not asked
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,7 @@ class Observed:
     failed_builds: frozenset[str] = frozenset()  # image hashes whose build failed
     sticks: tuple[StickObserved, ...] = ()
     names: NamesObserved | None = None  # None when no mDNS publisher is configured (--mdns none)
+    switch_requested: bool = False  # the teacher asked a waiting new hub to take over now
 
 
 # --- actions -----------------------------------------------------------------
@@ -164,6 +170,25 @@ class ReplaceContainer(Action):
 
     def describe(self) -> str:
         return f"(re)create hub container on image {self.image_hash[:12]}"
+
+
+@dataclass(frozen=True)
+class StageContainer(Action):
+    """Start the new hub beside the serving one, on a spare port, and health-check it; it waits there."""
+
+    image_hash: str
+    restart_hash: str
+
+    def describe(self) -> str:
+        return f"stage new hub on image {self.image_hash[:12]} beside the serving one"
+
+
+@dataclass(frozen=True)
+class DropStaged(Action):
+    container_id: str
+
+    def describe(self) -> str:
+        return f"remove staged hub {self.container_id[:12]}"
 
 
 @dataclass(frozen=True)

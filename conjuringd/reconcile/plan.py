@@ -9,17 +9,20 @@ converged, so they can say what the import cost.
 
 from __future__ import annotations
 
+from conjuringd.reconcile import switch
 from conjuringd.reconcile.model import (
     Action,
     ActivateNetwork,
     BuildImage,
     CheckContainer,
     Desired,
+    DropStaged,
     HubObserved,
     ImportStick,
     NetworkObserved,
     Observed,
     ReplaceContainer,
+    StageContainer,
     StartContainer,
     SyncFiles,
     SyncUsers,
@@ -44,7 +47,7 @@ def plan(desired: Desired | None, observed: Observed) -> list[Action]:
             if actions:
                 return actions  # alone: publish() waits for avahi's verdict, a collision is handled before a build
         if desired.hub_enabled and observed.hub is not None:
-            actions += _hub_actions(desired, observed.hub, observed.failed_builds)
+            actions += _hub_actions(desired, observed.hub, observed.failed_builds, observed.switch_requested)
     if actions:
         return actions
     return [
@@ -64,7 +67,8 @@ def _network_actions(network: NetworkObserved | None) -> list[Action]:
     return [ActivateNetwork(network.serve, reason=f"serve network is {network.state}")]
 
 
-def _hub_actions(desired: Desired, hub: HubObserved, failed_builds: frozenset[str]) -> list[Action]:
+def _hub_actions(desired: Desired, hub: HubObserved, failed_builds: frozenset[str],
+                 switch_requested: bool = False) -> list[Action]:
     wanted = desired.hashes
     container = hub.container
     foreign = container is not None and not container.ours
@@ -78,18 +82,35 @@ def _hub_actions(desired: Desired, hub: HubObserved, failed_builds: frozenset[st
         wanted.image,
         wanted.restart,
     )
-    if image_ready and container_outdated and replace_key(wanted.image, wanted.restart) not in failed_builds:
-        return [ReplaceContainer(wanted.image, wanted.restart, reason=_container_reason(desired, hub))]
+    replaceable = image_ready and container_outdated and replace_key(wanted.image, wanted.restart) not in failed_builds
+    if hub.staged is not None and not replaceable:
+        return [DropStaged(hub.staged.id, reason="the staged hub is no longer wanted")]
+    if replaceable:
+        waiting = waiting_switch(desired, hub, switch_requested)
+        if waiting is None:
+            return [ReplaceContainer(wanted.image, wanted.restart, reason=_container_reason(desired, hub))]
+        staged = hub.staged
+        if staged is None or not staged.checked or (staged.image_hash, staged.restart_hash) != (wanted.image, wanted.restart):
+            return [StageContainer(wanted.image, wanted.restart, reason=waiting.describe())]
     if container is None or foreign:
         return []  # no hub of ours to run or sync: the image failed to build, or its container failed to start
     if not container.running:
         return [StartContainer(container.id, reason="hub container is stopped")]
-    actions: list[Action] = []
+    actions: list[Action] = []  # live changes never wait for a switch: they go to the serving hub
     if container.users_hash != wanted.users:
         actions.append(SyncUsers(wanted.users, reason="users.csv changed"))
     if container.files_hash != wanted.files:
         actions.append(SyncFiles(wanted.files, reason="shared/ or home_default/ changed"))
     return actions
+
+
+def waiting_switch(desired: Desired, hub: HubObserved, switch_requested: bool) -> switch.SwitchHold | None:
+    """What keeps a new hub from replacing the serving one now; None: replace at once (nobody is working,
+    the teacher asked, switch_at has come, or there is no serving hub of ours to keep)."""
+    container = hub.container
+    if container is None or not container.ours or not container.running:
+        return None
+    return switch.hold(desired.settings.hub, hub.activity, switch_requested, hub.staged_at)
 
 
 def replace_key(image_hash: str, restart_hash: str) -> str:
@@ -112,3 +133,16 @@ def _container_reason(desired: Desired, hub: HubObserved) -> str:
     if container.image_hash != desired.hashes.image:
         return "hub image changed"
     return "restart inputs changed (srv/jupyterhub_config.py or [hub] settings)"
+
+
+def pending_switch(desired: Desired | None, observed: Observed) -> switch.SwitchHold | None:
+    """A new hub staged and ready for `desired`, waiting for the class: what it waits for; else None."""
+    hub = observed.hub
+    if desired is None or not desired.hub_enabled or hub is None or hub.staged is None or not hub.staged.checked:
+        return None
+    wanted = (desired.hashes.image, desired.hashes.restart)
+    if (hub.staged.image_hash, hub.staged.restart_hash) != wanted or hub.container is None:
+        return None
+    if (hub.container.image_hash, hub.container.restart_hash) == wanted:
+        return None
+    return waiting_switch(desired, hub, observed.switch_requested)

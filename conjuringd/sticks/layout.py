@@ -14,6 +14,7 @@ from pathlib import Path
 
 REPORT_NAME = "REPORT.txt"
 BACKUP_NAME = "home_backup"
+SWITCH_NOW_NAME = "SWITCH-NOW"
 
 
 def find_entry(folder: Path, name: str, *, want_dir: bool = True) -> Path | None:
@@ -64,6 +65,11 @@ class StickLayout:
     conjuring: Path  # the stick's conjuring/ folder
     custom: Path | None  # conjuring/custom, None if absent
     home_backup: Path | None  # conjuring/home_backup or conjuring/custom/home_backup
+
+    @property
+    def switch_now(self) -> bool:
+        """conjuring/SWITCH-NOW: a new hub waiting for the class takes over now."""
+        return find_entry(self.conjuring, SWITCH_NOW_NAME, want_dir=False) is not None
 
     @property
     def report(self) -> Path:

@@ -14,7 +14,8 @@ from conjuringd.adapters.hub_http import HubSession
 from conjuringd.config.model import HubSettings
 from conjuringd.paths import Paths
 from conjuringd.reconcile.model import (
-    BuildImage, CheckContainer, Observed, ReplaceContainer, StartContainer, SyncFiles, SyncUsers,
+    BuildImage, CheckContainer, DropStaged, Observed, ReplaceContainer, StageContainer, StartContainer, SyncFiles,
+    SyncUsers,
 )
 from conjuringd.reconcile.plan import plan
 from tests.support.docker import DOCKER
@@ -43,6 +44,7 @@ class World:
         self.config = make_config(self.cfg, users=users, hub_config=hub_config, hub=HubSettings(port=port, health_timeout=150, idle_timeout=600))
         self.builds = 0
         self.images: set[str] = set()  # image hashes this world built or used
+        self.switch_requested = False  # as `conjuringctl switch` records it in the daemon's state
 
     def desired(self):
         return desired(self.config)
@@ -53,7 +55,7 @@ class World:
         for _ in range(5):
             d = self.desired()
             self.images.add(d.hashes.image)
-            actions = plan(d, Observed(hub=await self.hub.observe()))
+            actions = plan(d, Observed(hub=await self.hub.observe(), switch_requested=self.switch_requested))
             if not actions:
                 return done
             for action in actions:
@@ -70,13 +72,17 @@ class World:
                     await self.hub.sync_files(d)
                 elif isinstance(action, StartContainer):
                     await self.hub.start_container(action.container_id)
+                elif isinstance(action, StageContainer):
+                    await self.hub.stage_container(d, lambda line: None)
+                elif isinstance(action, DropStaged):
+                    await self.hub.drop_staged(action.container_id)
                 elif isinstance(action, CheckContainer):
                     await self.hub.check_container(d, action.container_id, lambda line: None)
         raise AssertionError(f"did not converge: {done}")
 
 
 def remove_hub_containers(name: str = NAME) -> None:
-    for each in (name, f"{name}-previous"):
+    for each in (name, f"{name}-previous", f"{name}-next"):
         subprocess.run([DOCKER, "rm", "-f", each], capture_output=True)
 
 
