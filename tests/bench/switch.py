@@ -78,7 +78,7 @@ def main() -> None:
     rows = []
     for path in ("idle", "staged"):
         remove_hub_containers(NAME)
-        world = World(Path(tempfile.mkdtemp(prefix=f"switch-{path}-")), name=NAME, port=PORT)
+        world = World(Path(tempfile.mkdtemp(prefix=f"switch-{path}-")), name=NAME, port=PORT, switch_idle=10)
         try:
             asyncio.run(world.converge())
             survived = "-"

@@ -36,7 +36,7 @@ def running(name: str) -> bool:
 def world(tmp_path):
     require_docker()
     remove_hub_containers(NAME)
-    w = World(tmp_path, name=NAME, port=PORT)
+    w = World(tmp_path, name=NAME, port=PORT, switch_idle=10)
     try:
         yield w
     finally:
@@ -71,7 +71,7 @@ def test_with_a_student_working_the_new_hub_waits_beside_and_takes_over_when_ask
 def test_with_nobody_working_the_same_change_replaces_the_hub_at_once(tmp_path):
     require_docker()
     remove_hub_containers(NAME_IDLE)
-    w = World(tmp_path, name=NAME_IDLE, port=PORT)
+    w = World(tmp_path, name=NAME_IDLE, port=PORT, switch_idle=10)
     try:
         asyncio.run(w.converge())
         w.config = replace(w.config, requirements=b"tabulate\n")

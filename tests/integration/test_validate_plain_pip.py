@@ -58,7 +58,7 @@ def test_the_daemon_command_there_says_in_one_line_what_to_install(laptop):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert "pip install 'conjuringd[daemon]'" in lines[0], lines[0]
-    assert "missing here: pyudev, dbus-next, docker, watchdog, sdnotify;" in lines[0], lines[0]
+    assert "missing here: pyudev, dbus-next, docker, watchdog, sdnotify, segno;" in lines[0], lines[0]
 
 
 def test_validate_a_good_folder_exits_zero(laptop):

@@ -28,10 +28,13 @@ USERS = (("alice", "alice-pw-1", False), ("bob", "bob-pw-1", False), ("teacher",
 
 
 class World:
-    def __init__(self, root: Path, name: str = NAME, port: int = PORT, users=USERS, hub_config: bytes = b""):
+    def __init__(self, root: Path, name: str = NAME, port: int = PORT, users=USERS, hub_config: bytes = b"",
+                 switch_idle: int = 0):
         """A world whose state lives under `root`; two worlds share the hub's name and port unless given others
         (a module with its own name and port never touches the other hub tests' container); `users` are
-        (name, password, admin) rows, `hub_config` the teacher's srv/jupyterhub_config.py."""
+        (name, password, admin) rows, `hub_config` the teacher's srv/jupyterhub_config.py; `switch_idle` 0
+        (never wait) unless a test is about the waiting switch: the others change the image while their
+        students are logged in and expect the new hub at once."""
         self.root = root
         self.name, self.port, self.base = name, port, f"http://127.0.0.1:{port}"
         self.hub = DockerHub(Paths(state_dir=root / "state", config_dir=root / "etc", runtime_dir=root / "run"),
@@ -41,7 +44,8 @@ class World:
         (self.cfg / "home_default").mkdir()
         (self.cfg / "shared" / "notes.txt").write_text("week 1\n")
         (self.cfg / "home_default" / "README.md").write_text("welcome\n")
-        self.config = make_config(self.cfg, users=users, hub_config=hub_config, hub=HubSettings(port=port, health_timeout=150, idle_timeout=600))
+        self.config = make_config(self.cfg, users=users, hub_config=hub_config, hub=HubSettings(port=port, health_timeout=150, idle_timeout=600,
+                                                                                                switch_idle=switch_idle))
         self.builds = 0
         self.images: set[str] = set()  # image hashes this world built or used
         self.switch_requested = False  # as `conjuringctl switch` records it in the daemon's state
